@@ -1,0 +1,160 @@
+"""AVE-Net and AVOL-Net (Arandjelović & Zisserman, *Objects that Sound*, ECCV 2018).
+
+Both are trained on the same audio-visual correspondence (AVC) task as L3-Net, but their heads force the two
+modalities into one space.
+
+AVE-Net (Fig. 2c): each trunk (:class:`~avlib.nets.l3.VGGSubnet`, stride-2 conv1_1) is max-pooled to 512-d, then
+fc1 512→128 + ReLU, fc2 128→128 and L2 normalisation give a 128-d embedding per modality. The only thing the
+classifier sees is the Euclidean distance between the two embeddings, one scalar, which the tiny fc3 (1→2) scales and
+shifts into two logits. Appendix B: nothing in the loss says whether *small* distance should mean "corresponds", so
+fc3 is initialised with the sign that does (weight of "corresponds" < weight of "does not"), and is left free.
+
+AVOL-Net (Fig. 4): the vision trunk is not pooled; its 14×14 conv4_2 map goes through conv5/conv6, the 1×1
+convolutional versions of fc1/fc2, with no normalisation (so background positions may respond weakly). Each position's
+128-d vector is scored against the 128-d audio embedding by a scalar product, a 1×1 calibration conv (fc3 made
+convolutional) and a sigmoid give a 14×14 map of per-location correspondence, and its maximum over positions is the
+pair's correspondence score (multiple-instance learning). The map is the localization output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avlib.nets.l3 import VGGSubnet
+
+__all__ = ["AVENet", "AVOLNet"]
+
+
+def _embedding_head(in_dim: int, embed_dim: int) -> nn.Sequential:
+    """fc1 ``in_dim×embed_dim`` + ReLU → fc2 ``embed_dim×embed_dim`` (Objects that Sound Fig. 2c)."""
+    return nn.Sequential(nn.Linear(in_dim, embed_dim), nn.ReLU(inplace=True), nn.Linear(embed_dim, embed_dim))
+
+
+class AVENet(nn.Module):
+    """Audio-Visual Embedding Network: aligned, L2-normalised 128-d embeddings compared by Euclidean distance.
+
+    Args:
+        widths: block widths of both VGG trunks (full scale ``(64, 128, 256, 512)``).
+        embed_dim: embedding size (128).
+        first_stride: stride of conv1_1 in both trunks (2 in the paper).
+        fc3_threshold: distance at which the initial fc3 is undecided (√2, the distance of two random unit vectors).
+
+    ``forward(image (B,3,H,W), spec (B,1,F,T)) -> (B, 2)`` logits, index 1 = corresponds.
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        embed_dim: int = 128,
+        first_stride: int = 2,
+        fc3_threshold: float = math.sqrt(2.0),
+    ) -> None:
+        super().__init__()
+        self.vision = VGGSubnet(3, widths, first_stride)
+        self.audio = VGGSubnet(1, widths, first_stride)
+        self.vision_fc = _embedding_head(self.vision.out_dim, embed_dim)
+        self.audio_fc = _embedding_head(self.audio.out_dim, embed_dim)
+        self.fc3 = nn.Linear(1, 2)
+        self.reset_fc3(fc3_threshold)
+
+    @torch.no_grad()
+    def reset_fc3(self, threshold: float = math.sqrt(2.0)) -> None:
+        """Appendix B initialisation: logit[1] - logit[0] = -2·(d - threshold), so small distance means "corresponds".
+
+        Only the signs matter to the paper; the unit magnitude and the threshold make the untrained net undecided at
+        the distance typical of unrelated embeddings.
+        """
+        self.fc3.weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        self.fc3.bias.copy_(torch.tensor([-threshold, threshold]))
+
+    def embed_image(self, image: torch.Tensor) -> torch.Tensor:
+        """Unit-norm visual embedding ``(B, embed_dim)`` of ``image (B, 3, H, W)``."""
+        return F.normalize(self.vision_fc(self.vision(image)), dim=1)
+
+    def embed_audio(self, spec: torch.Tensor) -> torch.Tensor:
+        """Unit-norm audio embedding ``(B, embed_dim)`` of a log-spectrogram ``spec (B, 1, F, T)``."""
+        return F.normalize(self.audio_fc(self.audio(spec)), dim=1)
+
+    @staticmethod
+    def distance(v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Euclidean distance ``(B,)`` between paired rows of ``v`` and ``a`` (both ``(B, D)``).
+
+        A tiny floor inside the square root keeps the gradient finite when the two embeddings coincide.
+        """
+        return ((v - a).pow(2).sum(dim=1) + 1e-12).sqrt()
+
+    def forward(self, image: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+        """Two-way AVC logits ``(B, 2)``: fc3 applied to the embedding distance."""
+        d = self.distance(self.embed_image(image), self.embed_audio(spec))
+        return self.fc3(d.unsqueeze(1))
+
+    def correspondence_logit(self, image: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+        """Log-odds ``(B,)`` that the pair corresponds: ``logit[:, 1] - logit[:, 0]``."""
+        logits = self(image, spec)
+        return logits[:, 1] - logits[:, 0]
+
+
+class AVOLNet(nn.Module):
+    """Audio-Visual Object Localization Network (Objects that Sound Fig. 4).
+
+    Args:
+        widths: block widths of both VGG trunks.
+        embed_dim: size of the audio embedding and of each position's visual descriptor (128).
+        first_stride: stride of conv1_1 (2).
+        calibration_init: initial (weight, bias) of the 1×1 calibration conv; the weight is positive so that a larger
+            scalar product means "more likely to correspond" (the AVOL analogue of Appendix B's sign).
+
+    ``localize(image, spec) -> (B, H', W')`` probabilities (14×14 at full scale); ``forward`` returns the map's logits
+    ``(B, H', W')``; ``correspondence_logit`` their maximum over positions ``(B,)``.
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        embed_dim: int = 128,
+        first_stride: int = 2,
+        calibration_init: tuple[float, float] = (1.0, 0.0),
+    ) -> None:
+        super().__init__()
+        self.vision = VGGSubnet(3, widths, first_stride)
+        self.audio = VGGSubnet(1, widths, first_stride)
+        c = self.vision.out_dim
+        # conv5, conv6: vision fc1/fc2 as 1×1 convolutions; no normalisation afterwards.
+        self.vision_conv = nn.Sequential(
+            nn.Conv2d(c, embed_dim, kernel_size=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(embed_dim, embed_dim, kernel_size=1),
+        )
+        self.audio_fc = _embedding_head(self.audio.out_dim, embed_dim)
+        self.calibration = nn.Conv2d(1, 1, kernel_size=1)  # conv7: fc3 made fully convolutional
+        with torch.no_grad():
+            self.calibration.weight.fill_(calibration_init[0])
+            self.calibration.bias.fill_(calibration_init[1])
+
+    def embed_image_map(self, image: torch.Tensor) -> torch.Tensor:
+        """Per-position visual descriptors ``(B, embed_dim, H', W')`` of ``image (B, 3, H, W)``."""
+        return self.vision_conv(self.vision.forward_maps(image))
+
+    def embed_audio(self, spec: torch.Tensor) -> torch.Tensor:
+        """Audio embedding ``(B, embed_dim)`` (not normalised) of ``spec (B, 1, F, T)``."""
+        return self.audio_fc(self.audio(spec))
+
+    def forward(self, image: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+        """Calibrated similarity logits ``(B, H', W')`` between every visual position and the audio embedding."""
+        v = self.embed_image_map(image)
+        a = self.embed_audio(spec)
+        sim = torch.einsum("bchw,bc->bhw", v, a)  # scalar products, (B, H', W')
+        return self.calibration(sim.unsqueeze(1)).squeeze(1)
+
+    def localize(self, image: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+        """Localization map ``(B, H', W')``: per-position probability that this region makes the sound."""
+        return torch.sigmoid(self(image, spec))
+
+    def correspondence_logit(self, image: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+        """Logit ``(B,)`` of the pair score: max over positions (sigmoid is monotone, so max then sigmoid is equal)."""
+        return self(image, spec).amax(dim=(1, 2))
