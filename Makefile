@@ -1,0 +1,56 @@
+# `make test` and `make book` each work on a fresh machine by themselves: they create .venv when it is missing and
+# install exactly what is pinned in constraints.txt, then run. Re-running skips the install when nothing changed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.avlib-installed
+SCALE ?= quick
+CHAPTERS_MD := $(shell grep -l '^kernelspec:' book/*.md)
+NOTEBOOKS := $(CHAPTERS_MD:.md=.ipynb)
+
+.PHONY: test book sync lint unit notebooks render browser clean help
+
+help:
+	@echo "make test   - install if needed, then lint, unit tests, every chapter under nbval, the browser check"
+	@echo "make book   - install if needed, then build the HTML book into _build/html (chapters run at AVLIB_SCALE=$(SCALE))"
+	@echo "make sync   - regenerate book/*.ipynb from book/*.md (outputs stripped)"
+
+# torch, torchvision and torchaudio first, as a pinned trio (see REFERENCE.md §4), then avlib with its extras.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt torch torchvision
+	$(BIN)/pip install -q -c constraints.txt torch torchaudio
+	$(BIN)/pip install -q -c constraints.txt -e '.[book,dev,data]'
+	@touch $@
+
+# Debian's Chromium for the rendering check (the browser test needs a real browser; nothing is downloaded at run time).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+sync: $(STAMP)
+	$(BIN)/jupytext --to ipynb $(CHAPTERS_MD)
+
+lint: $(STAMP)
+	$(BIN)/ruff check avlib tests benchmarks data_scripts book/_ext
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests -q --ignore=tests/test_render.py
+
+notebooks: $(STAMP)
+	AVLIB_SCALE=$(SCALE) $(BIN)/python -m pytest -q --nbval-lax --nbval-cell-timeout=900 $(NOTEBOOKS)
+
+render: $(STAMP) browser
+	$(BIN)/python -m pytest -q tests/test_render.py
+
+test: $(STAMP) browser
+	$(BIN)/ruff check avlib tests benchmarks data_scripts book/_ext
+	AVLIB_SCALE=$(SCALE) $(BIN)/python -m pytest -q -ra --durations=15 --nbval-lax --nbval-cell-timeout=900 tests $(NOTEBOOKS)
+
+book: $(STAMP)
+	AVLIB_SCALE=$(SCALE) $(BIN)/jupyter-book build . -W -n --keep-going
+	@test -f _build/html/index.html && echo "Book built: _build/html/index.html"
+
+clean:
+	rm -rf _build
