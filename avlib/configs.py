@@ -1,0 +1,111 @@
+"""Per-method configurations at each scale: ``get_config(method, scale)``.
+
+``CONFIGS[method][scale]`` is a plain dict holding everything a chapter or the CLI needs to build and train a method:
+``net`` (keyword arguments of the network class), the input pipeline (``image_size``, ``audio``), the data
+(``data``: SynthOrchestra keyword arguments where the method trains on it), and the schedule (``batch_size``,
+``steps``, ``lr``, ...). Scales: ``quick`` (2-core CPU, a chapter in minutes), ``colab`` (one Colab GPU), ``full``
+(the paper). Other modules append their own methods with ``CONFIGS["name"] = {...}`` in their own section below.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from avlib.runtime import SCALES, current_scale
+
+__all__ = ["CONFIGS", "get_config"]
+
+CONFIGS: dict[str, dict[str, dict[str, Any]]] = {}
+
+# ---------------------------------------------------------------------------------------------------------------- DMC
+# Hu, Nie & Li (CVPR 2019). Full: VGG16 on 256x256 in [-1, 1] -> 8x8x512; VGGish on 496x64 log-mel -> 31x4x512;
+# Adam 1e-4, batch 64, 25k iterations. k = 2 centers for single-sound localization (§5.1); T = 3 iterations and the
+# center dimension m are the authors' code / our choice (the paper states neither).
+_QUICK_DMC_VISUAL = [16, "M", 32, "M", 64, "M", 64]  # 64x64 -> 8x8x64
+_QUICK_DMC_AUDIO = [16, "M", 32, "M", 64, "M", 64]  # 96x32 log-mel -> 12x4x64
+CONFIGS["dmc"] = {
+    "full": {
+        "net": {"visual_cfg": None, "audio_cfg": None, "k": 2, "center_dim": 128, "iters": 3, "batch_norm": False},
+        "image_size": 256, "image_range": (-1.0, 1.0),
+        "audio": {"frontend": "vggish_logmel", "sample_rate": 16000, "frames": 496, "n_mels": 64, "n_fft": 512,
+                  "win_length": 400, "hop_length": 160},
+        "margin": 1.0, "batch_size": 64, "steps": 25_000, "lr": 1e-4, "optimizer": "adam",
+        "data": None,  # SoundNet-Flickr (400k videos) in the paper; see data_scripts/
+    },
+    "colab": {
+        "net": {"visual_cfg": [32, 32, "M", 64, 64, "M", 128, 128, "M", 256, 256, "M", 256, 256, "M"],
+                "audio_cfg": [32, "M", 64, "M", 128, 128, "M", 256, 256, "M"], "k": 2, "center_dim": 64,
+                "iters": 3, "batch_norm": True},
+        "image_size": 128, "image_range": (-1.0, 1.0),
+        "audio": {"frontend": "vggish_logmel", "sample_rate": 16000, "frames": 192, "n_mels": 64, "n_fft": 512,
+                  "win_length": 400, "hop_length": 160},
+        "margin": 1.0, "batch_size": 64, "steps": 3000, "lr": 3e-4, "optimizer": "adam",
+        "data": {"family": "solo", "n_categories": 12, "size": 8000, "image_size": 128, "duration": 2.0},
+    },
+    "quick": {
+        "net": {"visual_cfg": _QUICK_DMC_VISUAL, "audio_cfg": _QUICK_DMC_AUDIO, "k": 2, "center_dim": 32,
+                "iters": 3, "batch_norm": True},
+        "image_size": 64, "image_range": (-1.0, 1.0),
+        "audio": {"frontend": "vggish_logmel", "sample_rate": 16000, "frames": 96, "n_mels": 32, "n_fft": 512,
+                  "win_length": 400, "hop_length": 160},
+        "margin": 1.0, "batch_size": 32, "steps": 200, "lr": 1e-3, "optimizer": "adam",
+        "data": {"family": "solo", "n_categories": 8, "size": 512, "image_size": 64, "duration": 1.0},
+        "eval_size": 128,
+    },
+}
+
+# --------------------------------------------------------------------------------------------------------------- CAVL
+# Hu et al. (2020), §3.1 and supplement §6.2. Full: VGGish without last pool on a 512x432 log-frequency spectrogram
+# (10 s; STFT window 1022, hop 256) -> 64x54x512; VGG16 without last pool on 256x256 -> 16x16x512; fc 512->512;
+# k_a = 1, k_v = 2 for curriculum C1; Adam 1e-4 (x0.1 per curriculum). beta, the EM iterations and the margin are not
+# given in the paper: ours.
+CONFIGS["cavl"] = {
+    "full": {
+        "net": {"visual_cfg": None, "audio_cfg": None, "embed_dim": 512, "k_audio": 1, "beta": 1.0, "iters": 5,
+                "batch_norm": False},
+        "image_size": 256, "image_range": (0.0, 1.0),
+        "audio": {"frontend": "cavl_logfreq", "sample_rate": 11025, "seconds": 10.0, "n_fft": 1022,
+                  "hop_length": 256, "freq_bins": 512, "frames": 432},
+        "margin": 1.0, "batch_size": 32, "steps": 20_000, "lr": 1e-4, "optimizer": "adam", "curriculum_lr_decay": 0.1,
+        "data": None,  # AudioSet-Balanced-Train graded into C1..C4; see data_scripts/
+    },
+    "colab": {
+        "net": {"visual_cfg": [32, 32, "M", 64, 64, "M", 128, 128, "M", 256, 256, "M"],
+                "audio_cfg": [32, "M", 64, "M", 128, 128, "M", 256, 256, "M"], "embed_dim": 256, "k_audio": 1,
+                "beta": 1.0, "iters": 5, "batch_norm": True},
+        "image_size": 128, "image_range": (0.0, 1.0),
+        "audio": {"frontend": "vggish_logmel", "sample_rate": 16000, "frames": 192, "n_mels": 64, "n_fft": 512,
+                  "win_length": 400, "hop_length": 160},
+        "margin": 1.0, "batch_size": 64, "steps": 3000, "lr": 3e-4, "optimizer": "adam",
+        "data": {"family": "c1", "n_categories": 12, "size": 8000, "image_size": 128, "duration": 2.0},
+    },
+    "quick": {
+        "net": {"visual_cfg": [16, "M", 32, "M", 64, "M", 64, "M"], "audio_cfg": [16, "M", 32, "M", 64, "M", 64, "M"],
+                "embed_dim": 32, "k_audio": 1, "beta": 1.0, "iters": 5, "batch_norm": True},
+        "image_size": 64, "image_range": (0.0, 1.0),
+        "audio": {"frontend": "vggish_logmel", "sample_rate": 16000, "frames": 96, "n_mels": 32, "n_fft": 512,
+                  "win_length": 400, "hop_length": 160},
+        "margin": 1.0, "batch_size": 32, "steps": 200, "lr": 1e-3, "optimizer": "adam",
+        "data": {"family": "c1", "n_categories": 8, "size": 512, "image_size": 64, "duration": 1.0},
+        "eval_size": 128,
+    },
+}
+
+
+def get_config(method: str, scale: str | None = None) -> dict[str, Any]:
+    """A fresh (deep-copied) config of ``method`` at ``scale`` (default: ``AVLIB_SCALE``, else ``quick``).
+
+    Raises:
+        KeyError: unknown method, naming the known ones.
+        ValueError: unknown scale.
+    """
+    scale = current_scale(scale)
+    key = method.strip().lower()
+    if key not in CONFIGS:
+        raise KeyError(f"get_config: unknown method {method!r}; known methods: {', '.join(sorted(CONFIGS))}")
+    if scale not in CONFIGS[key]:
+        raise ValueError(f"get_config: method {key!r} has no {scale!r} config (scales: {', '.join(SCALES)})")
+    cfg = copy.deepcopy(CONFIGS[key][scale])
+    cfg["method"], cfg["scale"] = key, scale
+    return cfg

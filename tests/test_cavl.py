@@ -1,0 +1,87 @@
+"""CAVL: full-scale shapes and one optimisation step, Eq. 4 and Eq. 5 against naive loops, Eq. 7 localization."""
+
+import torch
+
+from avlib.configs import get_config
+from avlib.losses import alignment_score, alignment_score_matrix, cavl_contrastive_loss
+from avlib.nets.cavl import CAVLNet, cavl_step
+
+
+def test_cavl_full_scale_shapes_and_one_step():
+    torch.manual_seed(0)
+    cfg = get_config("cavl", "full")
+    model = CAVLNet(**cfg["net"])
+    assert model.k_visual == model.k_audio + 1 == 2
+    batch = {"image": torch.rand(2, 3, 256, 256), "spec": torch.randn(2, 1, 512, 432)}
+    with torch.no_grad():
+        fa = model.audio(batch["spec"])
+        fv = model.visual(batch["image"])
+    assert fa.shape == (2, 512, 64, 54) and fa.shape[2] * fa.shape[3] == 3456
+    assert fv.shape == (2, 512, 16, 16) and fv.shape[2] * fv.shape[3] == 256
+    assert model.fc_v.weight.shape == (512, 512) and model.fc_a.weight.shape == (512, 512)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    before = [p.detach().clone() for p in model.parameters()]
+    res = cavl_step(model, batch, margin=cfg["margin"], generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(res["loss"])
+    res["loss"].backward()
+    opt.step()
+    assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+    with torch.no_grad():
+        out = model(batch["image"], batch["spec"])
+    assert out["centers_a"].shape == (2, 1, 512) and out["centers_v"].shape == (2, 2, 512)
+    assert out["assign_a"].shape == (2, 3456, 1) and out["assign_v"].shape == (2, 256, 2)
+    assert out["visual_map"].shape == (2, 2, 16, 16) and out["audio_map"].shape == (2, 1, 64, 54)
+
+
+def naive_score(ca, cv):
+    total = 0.0
+    for i in range(ca.shape[0]):
+        total += min(float(torch.linalg.vector_norm(ca[i] - cv[j])) for j in range(cv.shape[0]))
+    return total
+
+
+def test_alignment_score_matches_loop():
+    g = torch.Generator().manual_seed(0)
+    ca, cv = torch.randn(4, 2, 5, generator=g), torch.randn(3, 3, 5, generator=g)
+    mat = alignment_score_matrix(ca, cv)
+    assert mat.shape == (4, 3)
+    for a in range(4):
+        for v in range(3):
+            assert abs(float(mat[a, v]) - naive_score(ca[a], cv[v])) < 1e-5
+    diag = alignment_score(ca[:3], cv)
+    assert torch.allclose(diag, torch.diagonal(alignment_score_matrix(ca[:3], cv)))
+
+
+def test_contrastive_loss_matches_formula():
+    g = torch.Generator().manual_seed(0)
+    n, margin = 4, 1.5
+    s = torch.rand(n, n, generator=g) * 3
+    eye = torch.eye(n)
+    naive = 0.0
+    for i in range(n):
+        for j in range(n):
+            naive += float(s[i, j]) ** 2 if i == j else max(margin - float(s[i, j]), 0.0) ** 2
+    naive /= 2 * n
+    assert abs(float(cavl_contrastive_loss(s, eye, margin)) - naive) < 1e-6
+    # perfect alignment: positives at 0, negatives beyond the margin -> zero loss
+    perfect = torch.where(eye.bool(), torch.zeros(n, n), torch.full((n, n), 2.0))
+    assert float(cavl_contrastive_loss(perfect, eye, margin)) == 0.0
+
+
+def test_localize_eq7_nearest_visual_center():
+    cv = torch.tensor([[[0.0, 0.0], [5.0, 5.0]], [[1.0, 1.0], [-3.0, 0.0]]])
+    ca = torch.tensor([[[4.0, 4.0]], [[0.9, 1.2]]])
+    vmap = torch.rand(2, 2, 4, 4)
+    loc = CAVLNet.localize({"centers_a": ca, "centers_v": cv, "visual_map": vmap})
+    assert loc["related_index"].tolist() == [1, 0]
+    assert torch.equal(loc["related"][0], vmap[0, 1]) and torch.equal(loc["unrelated"][1], vmap[1, 1])
+
+
+def test_quick_config_step():
+    cfg = get_config("cavl", "quick")
+    model = CAVLNet(**cfg["net"])
+    s = cfg["image_size"]
+    batch = {"image": torch.rand(3, 3, s, s), "spec": torch.randn(3, 1, cfg["audio"]["frames"], cfg["audio"]["n_mels"])}
+    out = cavl_step(model, batch, margin=cfg["margin"])
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"])

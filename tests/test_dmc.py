@@ -1,0 +1,119 @@
+"""DMC: full-scale shapes and one optimisation step on the CPU, Eq. 8 against a naive loop, localization, configs."""
+
+import pytest
+import torch
+
+from avlib.configs import get_config
+from avlib.losses import dmc_max_margin_loss, sample_negatives
+from avlib.nets.backbones import VGG16Features, VGGish
+from avlib.nets.dmc import DMCNet, dmc_step
+
+
+def test_backbone_full_shapes():
+    vgg = VGG16Features()
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in vgg.modules()) == 13
+    with torch.no_grad():
+        assert vgg(torch.zeros(1, 3, 256, 256)).shape == (1, 512, 8, 8)
+        assert VGGish()(torch.zeros(1, 1, 496, 64)).shape == (1, 512, 31, 4)
+    with pytest.raises(ValueError, match="VGGish"):
+        VGGish()(torch.zeros(1, 3, 96, 64))
+    with pytest.raises(ValueError, match="cfg"):
+        VGG16Features(cfg=[])
+
+
+def test_vgg16_matches_torchvision_definition():
+    import torchvision
+
+    ours = VGG16Features()
+    ref = torchvision.models.vgg16(weights=None).features
+    assert [type(m) for m in ours.features] == [type(m) for m in ref]
+    assert [tuple(p.shape) for p in ours.parameters()] == [tuple(p.shape) for p in ref.parameters()]
+
+
+def test_dmc_full_scale_shapes_and_one_step():
+    torch.manual_seed(0)
+    cfg = get_config("dmc", "full")
+    model = DMCNet(**cfg["net"])
+    batch = {"image": torch.rand(2, 3, 256, 256) * 2 - 1, "spec": torch.randn(2, 1, 496, 64)}
+    out = model(batch["image"], batch["spec"])
+    k, m = cfg["net"]["k"], cfg["net"]["center_dim"]
+    assert out["assign_v"].shape == (2, 64, k) and out["assign_a"].shape == (2, 124, k)
+    assert out["centers_v"].shape == (2, k, m) and out["centers_a"].shape == (2, k, m)
+    assert out["visual_map"].shape == (2, k, 8, 8) and out["audio_map"].shape == (2, k, 31, 4)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    before = [p.detach().clone() for p in model.parameters()]
+    res = dmc_step(model, batch, margin=cfg["margin"], generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(res["loss"])
+    res["loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    opt.step()
+    changed = [not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True)]
+    assert all(changed)
+
+
+def naive_max_margin(ca, cv, ca_neg, margin):
+    total = 0.0
+    for b in range(ca.shape[0]):
+        for j in range(ca.shape[1]):
+            pos = torch.dot(ca[b, j], cv[b, j]) / (ca[b, j].norm() * cv[b, j].norm())
+            neg = torch.dot(ca_neg[b, j], cv[b, j]) / (ca_neg[b, j].norm() * cv[b, j].norm())
+            total += max(0.0, float(neg - pos + margin))
+    return total / ca.shape[0]
+
+
+def test_max_margin_loss_matches_loop():
+    g = torch.Generator().manual_seed(1)
+    ca, cv = torch.randn(5, 3, 7, generator=g), torch.randn(5, 3, 7, generator=g)
+    neg = sample_negatives(5, generator=g)
+    for margin in (0.0, 0.3, 1.0):
+        got = dmc_max_margin_loss(ca, cv, ca[neg], margin)
+        assert abs(float(got) - naive_max_margin(ca, cv, ca[neg], margin)) < 1e-5
+
+
+def test_sample_negatives_never_self():
+    g = torch.Generator().manual_seed(0)
+    for b in (2, 3, 17):
+        idx = torch.stack([sample_negatives(b, generator=g) for _ in range(200)])
+        assert (idx != torch.arange(b)).all() and idx.min() >= 0 and idx.max() < b
+        assert len(torch.unique(idx)) == b  # every other item gets drawn
+    with pytest.raises(ValueError, match="batch_size"):
+        sample_negatives(1)
+
+
+def test_localize_picks_the_center_most_like_the_sound():
+    b, k, m = 3, 2, 4
+    cv = torch.randn(b, k, m)
+    rel = torch.tensor([1, 0, 1])
+    ca = cv[torch.arange(b), rel][:, None].expand(b, k, m) + 0.01 * torch.randn(b, k, m)
+    vmap = torch.rand(b, k, 8, 8)
+    out = {"centers_a": ca, "centers_v": cv, "visual_map": vmap}
+    loc = DMCNet.localize(out)
+    assert torch.equal(loc["related_index"], rel)
+    assert torch.equal(loc["related"], vmap[torch.arange(b), rel])
+    assert torch.equal(loc["unrelated"], vmap[torch.arange(b), 1 - rel])
+    assert DMCNet.localize(out, size=(64, 64))["related"].shape == (b, 64, 64)
+
+
+def test_quick_config_builds_and_trains_a_step():
+    cfg = get_config("dmc", "quick")
+    model = DMCNet(**cfg["net"])
+    batch = {"image": torch.rand(4, 3, cfg["image_size"], cfg["image_size"]) * 2 - 1,
+             "spec": torch.randn(4, 1, cfg["audio"]["frames"], cfg["audio"]["n_mels"])}
+    out = dmc_step(model, batch, margin=cfg["margin"])
+    out["loss"].backward()
+    assert model(batch["image"], batch["spec"])["visual_map"].shape == (4, cfg["net"]["k"], 8, 8)
+
+
+def test_dmc_rejects_mismatched_widths():
+    with pytest.raises(ValueError, match="channel"):
+        DMCNet(visual_cfg=[8, "M", 16], audio_cfg=[8, "M", 32])
+
+
+def test_get_config_errors():
+    with pytest.raises(KeyError, match="dmc"):
+        get_config("nope", "quick")
+    with pytest.raises(ValueError, match="AVLIB_SCALE|scale"):
+        get_config("dmc", "huge")
+    a = get_config("dmc", "quick")
+    a["net"]["k"] = 99
+    assert get_config("dmc", "quick")["net"]["k"] == 2
