@@ -1,0 +1,23 @@
+"""Data for avlib: the SynthOrchestra world, the on-disk clip format, and AVC pair sampling.
+
+- :class:`SynthOrchestra` / :class:`Scene` (``synthetic.py``): procedural instruments with full ground truth.
+- :class:`AVCPairs` (``pairs.py``): positives and negatives for audio-visual correspondence, with explicit negative
+  offset mode (``naive`` or ``frame_aligned``) and L3's misalignment augmentation.
+- :class:`Ontology` (``ontology.py``): the category tree behind graded retrieval relevance.
+"""
+
+from avlib.data.ontology import Ontology
+from avlib.data.pairs import AVCPairs, BalancedBatchSampler, collate
+from avlib.data.synthetic import FAMILIES, Category, Scene, SynthOrchestra, boxes_to_mask
+
+__all__ = [
+    "FAMILIES",
+    "AVCPairs",
+    "BalancedBatchSampler",
+    "Category",
+    "Ontology",
+    "Scene",
+    "SynthOrchestra",
+    "boxes_to_mask",
+    "collate",
+]
