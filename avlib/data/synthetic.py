@@ -78,7 +78,7 @@ _NAMED = (
     Category("guitar", ("strings", "plucked", "guitar"), "ring", "plain", 0.10, (0.22, 0.38), "plucked",
              (40, 76), 1.3, noise=0.0, formant=1200),
     Category("flute", ("winds", "woodwind", "flute"), "bar", "dots", 0.58, (0.22, 0.38), "blown",
-             (60, 96), 2.6, noise=0.08, noise_band=5000, formant=2000),
+             (60, 96), 2.6, noise=0.15, noise_band=5000, formant=2000),
     Category("clarinet", ("winds", "woodwind", "clarinet"), "tube", "checks", 0.66, (0.22, 0.38), "blown",
              (50, 86), 0.9, odd_only=True, noise=0.04, noise_band=3500, formant=1600),
     Category("trumpet", ("winds", "brass", "trumpet"), "flare", "stripes_d", 0.13, (0.20, 0.36), "blown",
@@ -86,7 +86,7 @@ _NAMED = (
     Category("xylophone", ("percussion", "pitched", "xylophone"), "slab", "stripes_v", 0.95, (0.22, 0.38), "struck",
              (65, 96), 1.0, partials=(1.0, 3.93, 9.0, 14.2), noise=0.05, noise_band=6000, formant=3000),
     Category("drum", ("percussion", "unpitched", "drum"), "drum", "checks", 0.01, (0.24, 0.40), "struck",
-             (36, 55), 1.5, partials=(1.0, 1.59, 2.14, 2.65), noise=0.6, noise_band=1800, pitch_drop=0.6,
+             (36, 55), 1.5, partials=(1.0, 1.59, 2.14, 2.65), noise=1.2, noise_band=1800, pitch_drop=0.6,
              formant=500),
     Category("piano", ("keyboard", "acoustic", "piano"), "slab", "stripes_h", 0.62, (0.24, 0.40), "plucked",
              (40, 90), 1.2, noise=0.0, formant=1000),
@@ -702,11 +702,10 @@ def synthesize_sources(
         ratios[inharm, n_max_p:] = 0.0
         rolloff = tab["rolloff"][src_cats][:, None] * rng.uniform(0.85, 1.15, size=(n_src, 1))
         amp = np.maximum(ratios, 1.0) ** -rolloff * np.exp(0.25 * rng.standard_normal((n_src, n_harmonics)))
-        fmax = _midi_to_hz(hi)[:, None] * ratios * (1.0 + tab["pitch_drop"][src_cats][:, None])
         formant = tab["formant"][src_cats][:, None] * rng.uniform(0.85, 1.15, size=(n_src, 1))
         typical = _midi_to_hz(midi.mean(1))[:, None] * np.maximum(ratios, 1e-3)
         amp *= 1.0 + 1.5 * np.exp(-0.5 * np.log2(typical / formant) ** 2)  # a formant bump around `formant` Hz
-        keep = (ratios > 0) & (fmax < 0.45 * sr)  # drop padding partials and anything that would alias
+        keep = (ratios > 0) & (_midi_to_hz(lo)[:, None] * ratios < 0.45 * sr)  # drop padding / always-aliasing partials
         amp = np.where(keep, amp, 0.0)
         used = keep.any(0)  # partial slots that any source uses
         ratios, amp = ratios[:, used], amp[:, used]
@@ -722,8 +721,11 @@ def synthesize_sources(
         # tone = Σ_h amp_h · sin(ratio_h · phase) · step^h, evaluated by Horner's rule over the partials
         ratios32, amp32 = ratios.astype(np.float32), amp.astype(np.float32)
         tone = np.zeros((n_src, n), dtype=np.float32)
-        for k in range(ratios.shape[1] - 1, -1, -1):
-            tone = tone * step + amp32[:, k, None] * np.sin(ratios32[:, k, None] * phase32)
+        nyquist_guard = np.float32(0.45 * sr)
+        f_inst32 = f_inst.astype(np.float32)
+        for k in range(ratios.shape[1] - 1, -1, -1):  # partials above 0.45·sr at the current pitch are muted
+            partial = np.sin(ratios32[:, k, None] * phase32) * (ratios32[:, k, None] * f_inst32 < nyquist_guard)
+            tone = tone * step + amp32[:, k, None] * partial
         tone *= base_decay * env
 
         # band-limited noise (breath / bow / drum skin), shaped in the frequency domain
@@ -735,7 +737,7 @@ def synthesize_sources(
         shaped /= np.sqrt(np.mean(shaped**2, axis=1, keepdims=True)) + 1e-8
         noise_env = np.where(sustained[:, None], env, env * np.exp(-tau / 0.08)).astype(np.float32)
         tone_rms = np.sqrt(np.mean(tone**2, axis=1, keepdims=True)) + 1e-8
-        src = tone + tab["noise"][src_cats][:, None].astype(np.float32) * tone_rms * 3.0 * shaped * noise_env
+        src = tone + tab["noise"][src_cats][:, None].astype(np.float32) * tone_rms * shaped * noise_env
 
         # loudness: each source to unit RMS, then a random gain of -6 … 0 dB
         src /= np.sqrt(np.mean(src**2, axis=1, keepdims=True)) + 1e-8
