@@ -33,7 +33,7 @@ sync: $(STAMP)
 	$(BIN)/jupytext --to ipynb $(CHAPTERS_MD)
 
 lint: $(STAMP)
-	$(BIN)/ruff check avlib tests benchmarks data_scripts book/_ext
+	$(BIN)/ruff check .
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q --ignore=tests/test_render.py
@@ -45,7 +45,7 @@ render: $(STAMP) browser
 	$(BIN)/python -m pytest -q tests/test_render.py
 
 test: $(STAMP) browser
-	$(BIN)/ruff check avlib tests benchmarks data_scripts book/_ext
+	$(BIN)/ruff check .
 	AVLIB_SCALE=$(SCALE) $(BIN)/python -m pytest -q -ra --durations=15 --nbval-lax --nbval-cell-timeout=900 tests $(NOTEBOOKS)
 
 book: $(STAMP)
