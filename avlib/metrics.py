@@ -1,7 +1,8 @@
 """Evaluation metrics of the five papers, batched, NaN-free, with their trivial baselines.
 
-Every function takes batched tensors (numpy arrays are accepted too) and returns either plain Python floats (summary
-scores) or per-item tensors (where scores must be pooled over several batches before summarising). Definitions follow
+Every function takes batched tensors (numpy arrays are accepted too; tensors are detached and evaluated on the CPU,
+which keeps float64 available on every backend) and returns either plain Python floats (summary scores) or per-item
+CPU tensors (where scores must be pooled over several batches before summarising). Definitions follow
 the project's metric reference, each tied to the paper that reports it:
 
 * audio-visual correspondence (AVC) accuracy — L3-Net, Objects that Sound;
@@ -67,7 +68,7 @@ SUCCESS_THRESHOLDS = tuple(0.05 * i for i in range(21))  # 0, 0.05, ..., 1: the 
 
 
 def _tensor(x: Tensor | np.ndarray, name: str) -> Tensor:
-    t = torch.as_tensor(x)
+    t = torch.as_tensor(x).detach().cpu()
     if t.is_floating_point() and not torch.isfinite(t).all():
         raise ValueError(f"{name} contains NaN or Inf")
     return t
@@ -285,15 +286,15 @@ def success_auc(values: Tensor) -> float:
     return float(torch.trapezoid(rates, torch.tensor(SUCCESS_THRESHOLDS, dtype=torch.float64)))
 
 
-def summarize_ciou(values: Tensor, at: float = 0.5) -> dict[str, float]:
-    """Summary of per-item cIoU values pooled over a test set.
+def summarize_ciou(values: Tensor) -> dict[str, float]:
+    """Summary of per-item cIoU values ``(N,)`` pooled over a test set.
 
     Returns:
-        ``{"ciou50": fraction with cIoU >= at, "auc": success-rate AUC, "mean_ciou": mean cIoU}``.
+        ``{"ciou50": fraction with cIoU >= 0.5, "auc": success-rate AUC, "mean_ciou": mean cIoU}``.
     """
     v = _tensor(values, "values").to(torch.float64).flatten()
     return {
-        "ciou50": float(success_rate(v, (at,))[0]),
+        "ciou50": float(success_rate(v, (0.5,))[0]),
         "auc": success_auc(v),
         "mean_ciou": float(v.mean()),
     }
@@ -465,10 +466,8 @@ def nsa(maps: Tensor, sounding: Tensor, tau: float) -> Tensor:
     return (below * silent).sum(1) / n_silent
 
 
-def class_aware_scores(
-    maps: Tensor, gt_masks: Tensor, sounding: Tensor, tau: float | None = None, at: float = 0.3
-) -> dict[str, float]:
-    """DSOL Table 2 summary: ``{"ciou30": fraction with CIoU >= at, "auc", "mean_ciou", "nsa", "tau"}``.
+def class_aware_scores(maps: Tensor, gt_masks: Tensor, sounding: Tensor, tau: float | None = None) -> dict[str, float]:
+    """DSOL Table 2 summary: ``{"ciou30": fraction with CIoU >= 0.3, "auc", "mean_ciou", "nsa", "tau"}``.
 
     Shapes as in :func:`class_aware_ciou`; the maps are first resized to the masks' resolution, where both CIoU and
     NSA are measured. ``tau=None`` uses 10% of the maximum over all the given maps (DSOL's appendix; the released
@@ -479,7 +478,7 @@ def class_aware_scores(
     tau = dsol_threshold(maps) if tau is None else float(tau)
     values = class_aware_ciou(maps, gt_masks, sounding, tau).double()
     return {
-        "ciou30": float(success_rate(values, (at,))[0]),
+        "ciou30": float(success_rate(values, (0.3,))[0]),
         "auc": success_auc(values),
         "mean_ciou": float(values.mean()),
         "nsa": float(nsa(maps, sounding, tau).double().mean()),

@@ -314,6 +314,24 @@ def test_label_relevance_matches_naive_max_over_pairs():
     assert float(single[1, 0]) == 20.0 and float(single[0, 1]) == 20.0 - float(dist[0, 5])
 
 
+def test_label_relevance_agrees_with_the_synthorchestra_ontology():
+    from avlib.data import Ontology
+
+    ont = Ontology(
+        [
+            ("strings", "bowed", "violin"),
+            ("strings", "bowed", "cello"),
+            ("strings", "plucked", "guitar"),
+            ("percussion", "drum"),
+        ]
+    )
+    labels = torch.tensor([0, 1, 2, 3, 0])
+    # hand: violin-cello 2 edges, violin-guitar 4, violin-drum 5 (3 up to the root, 2 down)
+    rel = M.label_relevance(labels, labels, ont.distance_matrix())
+    assert rel[0].tolist() == [20.0, 18.0, 16.0, 15.0, 20.0]
+    torch.testing.assert_close(rel, ont.relevance(labels, labels))
+
+
 @pytest.mark.parametrize("exclude_self", [False, True])
 def test_random_ndcg_is_the_exact_expectation_over_all_permutations(exclude_self):
     gen = torch.Generator().manual_seed(6)
