@@ -470,3 +470,10 @@ def test_poisson_accuracy_mae_and_chance():
     assert chance["mae"] == pytest.approx(1.6)  # mean |i - j| over the 25 pairs in 1..5 = 40 / 25
     with pytest.raises(ValueError, match="1..5"):
         M.poisson_count_accuracy(lam, torch.tensor([0, 2, 2, 5, 4, 3]))
+
+
+def test_singular_projection_falls_back_to_the_least_norm_solution():
+    a = torch.tensor([[[1.0, 1.0], [1.0, 1.0]], [[2.0, 0.0], [0.0, 4.0]]], dtype=torch.float64)  # first is singular
+    b = torch.tensor([[2.0, 2.0], [2.0, 4.0]], dtype=torch.float64)
+    expected = [np.linalg.lstsq(a[i].numpy(), b[i].numpy(), rcond=None)[0] for i in range(2)]
+    np.testing.assert_allclose(M._solve(a, b).numpy(), expected, rtol=1e-12)
