@@ -109,3 +109,72 @@ def get_config(method: str, scale: str | None = None) -> dict[str, Any]:
     cfg = copy.deepcopy(CONFIGS[key][scale])
     cfg["method"], cfg["scale"] = key, scale
     return cfg
+
+# ------------------------------------------------------------------------------------------------- L3 / AVE / AVOL
+# Arandjelović & Zisserman: L3-Net (ICCV 2017, Sec. 2) and AVE-Net / AVOL-Net (ECCV 2018, Sec. 3.3). Full: 224x224
+# frames and 1 s of 48 kHz audio as a 257x199 log-spectrogram (10 ms windows, half overlap, FFT 512); widths
+# 64/128/256/512 with batch norm; Adam, weight decay 1e-5. L3: lr 1e-4, batch 256 (16 GPUs x 16), 60M pairs seen, its
+# sampling = random negatives ("naive") with positives misaligned by up to 1 s. AVE/AVOL: batch 2048 (16 x 128), lr by
+# grid search (1e-4 here), x0.94 every 16 epochs (the epoch size below assumes one pair per AudioSet-Instruments
+# training clip), frame-aligned negatives plus L3's misalignment.
+# Quick: same classes, widths 8/16/32/64, 64x64 frames, 1 s of 16 kHz audio (10 ms windows, half overlap, FFT 256:
+# 129x199), SynthOrchestra solo scenes of 1.2 s (five frame-centred 1 s windows each) with a frame-boundary click of
+# amplitude 0.02 (about 30 dB below the music), so that the shortcut of Objects that Sound Sec. 3.3 exists to be found.
+_AVC_FULL_AUDIO = {"frontend": "l3_logspec", "sample_rate": 48000, "seconds": 1.0, "n_fft": 512, "win_length": 480,
+                   "hop_length": 240}
+_AVC_COLAB_AUDIO = {"frontend": "l3_logspec", "sample_rate": 48000, "seconds": 1.0, "n_fft": 512, "win_length": 480,
+                    "hop_length": 240}
+_AVC_QUICK_AUDIO = {"frontend": "l3_logspec", "sample_rate": 16000, "seconds": 1.0, "n_fft": 256, "win_length": 160,
+                    "hop_length": 80}
+_AVC_COLAB_DATA = {"family": "solo", "n_categories": 12, "size": 6000, "image_size": 128, "sample_rate": 48000,
+                   "duration": 2.0, "frame_artifact": 0.02}
+_AVC_QUICK_DATA = {"family": "solo", "n_categories": 8, "size": 768, "image_size": 64, "sample_rate": 16000,
+                   "duration": 1.2, "frame_artifact": 0.02}
+_AVE_FULL_EPOCH = 263_000 // 2048  # steps per epoch at batch 2048
+_AVE_FULL_STEPS = 240 * _AVE_FULL_EPOCH
+_AVE_FULL_SCHEDULE = {"schedule": "step", "gamma": 0.94,
+                      "milestones": tuple(range(16 * _AVE_FULL_EPOCH, _AVE_FULL_STEPS, 16 * _AVE_FULL_EPOCH))}
+
+
+def _avc_configs(net_full: dict, net_colab: dict, net_quick: dict, full_pairs: dict, full_train: dict) -> dict:
+    """The three scales of one AVC method; ``full_*`` differ between L3 and AVE/AVOL, the rest is shared."""
+    return {
+        "full": {
+            "net": net_full, "image_size": 224, "audio": dict(_AVC_FULL_AUDIO), "pairs": full_pairs,
+            "volume_jitter": 0.1, "optimizer": "adam", "weight_decay": 1e-5, **full_train,
+            "data": None,  # Flickr-SoundNet / Kinetics-Sounds (L3), AudioSet-Instruments (AVE, AVOL); see data_scripts/
+        },
+        "colab": {
+            "net": net_colab, "image_size": 128, "audio": dict(_AVC_COLAB_AUDIO),
+            "pairs": {"window_seconds": 1.0, "negative_mode": "frame_aligned", "misalign": False},
+            "volume_jitter": 0.1, "optimizer": "adam", "weight_decay": 1e-5, "batch_size": 128, "steps": 4000,
+            "lr": 3e-4, "data": dict(_AVC_COLAB_DATA), "train_clips": 5000, "eval_size": 1000,
+        },
+        "quick": {
+            "net": net_quick, "image_size": 64, "audio": dict(_AVC_QUICK_AUDIO),
+            "pairs": {"window_seconds": 1.0, "negative_mode": "frame_aligned", "misalign": False},
+            "volume_jitter": 0.1, "optimizer": "adam", "weight_decay": 1e-5, "batch_size": 64, "steps": 150,
+            "lr": 1e-3, "data": dict(_AVC_QUICK_DATA), "train_clips": 512, "eval_size": 256,
+        },
+    }
+
+
+_AVC_WIDTHS = {"full": (64, 128, 256, 512), "colab": (32, 64, 128, 256), "quick": (8, 16, 32, 64)}
+CONFIGS["l3"] = _avc_configs(
+    {"widths": _AVC_WIDTHS["full"], "fusion_hidden": 128, "first_stride": 2},
+    {"widths": _AVC_WIDTHS["colab"], "fusion_hidden": 128, "first_stride": 2},
+    {"widths": _AVC_WIDTHS["quick"], "fusion_hidden": 32, "first_stride": 2},
+    full_pairs={"window_seconds": 1.0, "negative_mode": "naive", "misalign": True},
+    full_train={"batch_size": 256, "steps": 60_000_000 // 256, "lr": 1e-4},
+)
+# quick L3 follows its own paper's sampling (random negatives, misaligned positives), which is shortcut-proof too
+CONFIGS["l3"]["quick"]["pairs"] = {"window_seconds": 1.0, "negative_mode": "naive", "misalign": True}
+CONFIGS["l3"]["colab"]["pairs"] = {"window_seconds": 1.0, "negative_mode": "naive", "misalign": True}
+for _name in ("ave", "avol"):
+    CONFIGS[_name] = _avc_configs(
+        {"widths": _AVC_WIDTHS["full"], "embed_dim": 128, "first_stride": 2},
+        {"widths": _AVC_WIDTHS["colab"], "embed_dim": 128, "first_stride": 2},
+        {"widths": _AVC_WIDTHS["quick"], "embed_dim": 32, "first_stride": 2},
+        full_pairs={"window_seconds": 1.0, "negative_mode": "frame_aligned", "misalign": True},
+        full_train={"batch_size": 2048, "steps": _AVE_FULL_STEPS, "lr": 1e-4, **_AVE_FULL_SCHEDULE},
+    )
