@@ -3,9 +3,12 @@
 - :class:`SynthOrchestra` / :class:`Scene` (``synthetic.py``): procedural instruments with full ground truth.
 - :class:`AVCPairs` (``pairs.py``): positives and negatives for audio-visual correspondence, with explicit negative
   offset mode (``naive`` or ``frame_aligned``) and L3's misalignment augmentation.
+- :class:`ClipDataset` / :class:`SynthClips` / :func:`write_clips` (``clips.py``): the on-disk clip format (manifest +
+  WAV + PNG), its reader, and the in-memory equivalent over a SynthOrchestra world.
 - :class:`Ontology` (``ontology.py``): the category tree behind graded retrieval relevance.
 """
 
+from avlib.data.clips import ClipDataset, ClipFormatError, SynthClips, read_manifest, scene_item, write_clips
 from avlib.data.ontology import Ontology
 from avlib.data.pairs import AVCPairs, BalancedBatchSampler, collate
 from avlib.data.synthetic import FAMILIES, Category, Scene, SynthOrchestra, boxes_to_mask
@@ -15,9 +18,15 @@ __all__ = [
     "AVCPairs",
     "BalancedBatchSampler",
     "Category",
+    "ClipDataset",
+    "ClipFormatError",
     "Ontology",
     "Scene",
+    "SynthClips",
     "SynthOrchestra",
     "boxes_to_mask",
     "collate",
+    "read_manifest",
+    "scene_item",
+    "write_clips",
 ]

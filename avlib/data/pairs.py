@@ -32,12 +32,13 @@ NEGATIVE_MODES = ("naive", "frame_aligned")
 class ClipSource(Protocol):
     """What AVC sampling needs from a collection of clips (SynthOrchestra and ClipDataset both provide it)."""
 
-    fps: float
     sample_rate: int
 
     def __len__(self) -> int: ...
 
-    def clip_frames(self, index: int) -> int: ...
+    def clip_frame_indices(self, index: int) -> np.ndarray: ...
+
+    def clip_fps(self, index: int) -> float: ...
 
     def clip_samples(self, index: int) -> int: ...
 
@@ -98,7 +99,6 @@ class AVCPairs(Dataset):
         if self.clips.min() < 0 or self.clips.max() >= len(world):
             raise IndexError(f"clips must be indices in 0..{len(world) - 1}")
         self.sample_rate = int(world.sample_rate)
-        self.fps = float(world.fps)
         self.window = int(round(window_seconds * self.sample_rate))
         self.window_seconds = float(window_seconds)
         self.negative_mode = negative_mode
@@ -123,34 +123,32 @@ class AVCPairs(Dataset):
         self.epoch = int(epoch)
 
     # -------------------------------------------------------------- timing
-    def frame_centers(self, clip: int) -> np.ndarray:
-        """Sample positions ``round(k * sr / fps)`` of the frames of ``clip`` whose centred window fits in the clip."""
-        n_frames, n_samples = self.world.clip_frames(clip), self.world.clip_samples(clip)
-        centers = np.round(np.arange(n_frames) * self.sample_rate / self.fps).astype(np.int64)
+    def frame_centers(self, clip: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frames of ``clip`` whose centred audio window fits in the clip: ``(frame numbers, centre samples)`` with
+        centre ``round(k * sample_rate / fps)``. Raises ``ValueError`` naming the clip when none fits."""
+        frames = np.asarray(self.world.clip_frame_indices(clip), dtype=np.int64)
+        n_samples = self.world.clip_samples(clip)
+        centers = np.round(frames * self.sample_rate / float(self.world.clip_fps(clip))).astype(np.int64)
         start = centers - self.window // 2
         ok = (start >= 0) & (start + self.window <= n_samples)
         if not ok.any():
             need = self.window / self.sample_rate
             raise ValueError(
-                f"clip {clip}: {n_samples / self.sample_rate:.3f} s of audio ({n_frames} frames) is too short for a "
-                f"{need:.3f} s window centred on a frame; at least {need + 1 / self.fps:.3f} s is needed"
+                f"clip {clip}: {n_samples / self.sample_rate:.3f} s of audio ({frames.size} frames) is too short for "
+                f"a {need:.3f} s window centred on a frame; at least {need:.3f} s around a stored frame is needed"
             )
-        return np.flatnonzero(ok)
+        return frames[ok], centers[ok]
 
-    def _center_range(self, clip: int) -> tuple[int, int]:
-        """Smallest and largest sample centre whose window fits in ``clip``."""
-        return self.window // 2, self.world.clip_samples(clip) - self.window + self.window // 2
-
-    def _draw_center(self, rng: np.random.Generator, clip: int, frames: np.ndarray, around: int | None) -> int:
+    def _draw_center(self, rng: np.random.Generator, clip: int, around: int | None) -> int:
         """Audio window centre in ``clip``: on a frame time (frame_aligned) or any sample (naive), optionally within
         half a window of the sample ``around``."""
         half = self.window // 2
         if self.negative_mode == "frame_aligned":
-            centers = np.round(frames * self.sample_rate / self.fps).astype(np.int64)
+            centers = self.frame_centers(clip)[1]
             if around is not None:
                 centers = centers[np.abs(centers - around) <= half]
             return int(rng.choice(centers))
-        lo, hi = self._center_range(clip)
+        lo, hi = half, self.world.clip_samples(clip) - self.window + half
         if around is not None:
             lo, hi = max(lo, around - half), min(hi, around + half)
         return int(rng.integers(lo, hi + 1))
@@ -170,21 +168,18 @@ class AVCPairs(Dataset):
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, i]))
         positive = i % 2 == 0
         video = int(self.clips[rng.integers(self.clips.size)])
-        frames_v = self.frame_centers(video)
-        k = int(rng.choice(frames_v))
-        frame_center = int(round(k * self.sample_rate / self.fps))
+        frames_v, centers_v = self.frame_centers(video)
+        pick = int(rng.integers(frames_v.size))
+        k, frame_center = int(frames_v[pick]), int(centers_v[pick])
         if positive:
             audio_clip = video
-            if self.misalign:
-                center = self._draw_center(rng, video, frames_v, around=frame_center)
-            else:
-                center = frame_center
+            center = self._draw_center(rng, video, around=frame_center) if self.misalign else frame_center
         else:
             pool = self.clips[self.clips != video]
             if self.negative_other_category:
                 pool = self.clips[self._labels != self.world.clip_label(video)]
             audio_clip = int(pool[rng.integers(pool.size)])
-            center = self._draw_center(rng, audio_clip, self.frame_centers(audio_clip), around=None)
+            center = self._draw_center(rng, audio_clip, around=None)
         start = center - self.window // 2
         audio = self._audio(audio_clip)[start : start + self.window]
         if self.volume_jitter > 0:

@@ -623,9 +623,13 @@ class SynthOrchestra:
         """The ``(N,)`` float32 mixture of scene ``index``."""
         return torch.from_numpy(self.render_audio(index)["audio"])
 
-    def clip_frames(self, index: int) -> int:
-        """Number of video frames of clip ``index`` (the same for every scene)."""
-        return self.num_frames
+    def clip_frame_indices(self, index: int) -> np.ndarray:
+        """Video frame numbers of clip ``index``: ``0 … num_frames - 1`` for every scene."""
+        return np.arange(self.num_frames)
+
+    def clip_fps(self, index: int) -> float:
+        """Frame rate of clip ``index`` (the world's ``fps``)."""
+        return self.fps
 
     def clip_samples(self, index: int) -> int:
         """Number of audio samples of clip ``index`` (the same for every scene)."""

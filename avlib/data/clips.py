@@ -1,0 +1,320 @@
+"""The on-disk clip format, the Dataset that reads it, and its in-memory twin for SynthOrchestra.
+
+A clip directory holds ``manifest.jsonl`` (one JSON object per line, one line per clip) and plain media files::
+
+    root/manifest.jsonl
+    root/clips/<id>/audio.wav             mono WAV (float32 for SynthOrchestra, PCM from real videos)
+    root/clips/<id>/frames/000012.png     video frame number 12, i.e. time 12 / fps
+
+Manifest fields (paths are relative to ``root``):
+
+- required: ``id`` (str, unique), ``audio`` (path), ``frames`` (list of paths), ``frame_indices`` (list of int: the
+  video frame number of each image), ``fps``, ``sample_rate``, ``num_samples``, ``duration`` (s), ``split``;
+- optional: ``label`` (int), ``label_name``, ``categories`` (list of int, one per visible object), ``sounding`` (list of
+  bool), ``n_sources`` (int), ``source_categories``, ``boxes`` (per stored frame, per object: ``[x0, y0, x1, y1]`` in
+  pixels), ``source`` (the original video file).
+
+:func:`write_clips` writes a SynthOrchestra world in this format; ``data_scripts/prepare_clips.py`` writes it from
+real videos. :class:`ClipDataset` reads it; :class:`SynthClips` yields the very same items straight from a world
+(frames quantised to 8 bits exactly as the PNG files are), so quick runs skip the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+from PIL import Image
+from torch.utils.data import Dataset
+
+from avlib.data.synthetic import Scene, SynthOrchestra
+
+MANIFEST = "manifest.jsonl"
+REQUIRED = ("id", "audio", "frames", "frame_indices", "fps", "sample_rate", "num_samples", "duration", "split")
+
+
+class ClipFormatError(ValueError):
+    """A manifest or a clip's files are missing, malformed or unreadable (the message lists every problem found)."""
+
+
+def quantize_frames(frames: torch.Tensor) -> torch.Tensor:
+    """Round ``[0, 1]`` frames to 8-bit levels (what a PNG stores), as float32."""
+    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).to(torch.float32) / 255
+
+
+def scene_item(scene: Scene, clip_id: str, split: str = "train") -> dict:
+    """The dataset item of a scene: the same keys and values :class:`ClipDataset` returns for its written clip."""
+    label = int(scene.categories[scene.sounding][0]) if scene.sounding.any() else (
+        int(scene.source_categories[0]) if scene.source_categories.numel() else -1)
+    return {
+        "id": clip_id,
+        "frames": quantize_frames(scene.frames),
+        "frame_indices": scene.frame_indices.clone(),
+        "audio": scene.audio.clone(),
+        "sample_rate": scene.sample_rate,
+        "fps": scene.fps,
+        "duration": scene.audio.shape[-1] / scene.sample_rate,
+        "split": split,
+        "label": label,
+        "categories": scene.categories.clone(),
+        "sounding": scene.sounding.clone(),
+        "n_sources": int(scene.source_categories.numel()),
+        "source_categories": scene.source_categories.clone(),
+        "boxes": scene.boxes.clone(),
+    }
+
+
+class SynthClips(Dataset):
+    """In-memory clip dataset over a SynthOrchestra world: item ``j`` is scene ``indices[j]`` in clip-item form.
+
+    Args:
+        world: the world.
+        indices: scene indices (default all).
+        frames: which video frame numbers to keep per clip (default all).
+        split: split name put in each item.
+        cache: keep generated items in memory (fast repeated epochs over a small world).
+    """
+
+    def __init__(self, world: SynthOrchestra, indices: Sequence[int] | None = None,
+                 frames: Sequence[int] | None = None, split: str = "train", cache: bool = False) -> None:
+        self.world = world
+        self.indices = list(range(len(world))) if indices is None else [int(i) for i in indices]
+        self.frames = None if frames is None else [int(k) for k in frames]
+        self.split = split
+        self._cache: dict[int, dict] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j: int) -> dict:
+        if self._cache is not None and j in self._cache:
+            return self._cache[j]
+        i = self.indices[j]
+        item = scene_item(self.world.scene(i, frames=self.frames), clip_id=f"synth{i:06d}", split=self.split)
+        if self._cache is not None:
+            self._cache[j] = item
+        return item
+
+
+def write_clips(world: SynthOrchestra, root: str | os.PathLike, indices: Sequence[int] | None = None,
+                frames: Sequence[int] | None = None, split: str = "train", append: bool = False) -> Path:
+    """Write scenes of ``world`` as clips under ``root`` (audio as float32 WAV, frames as PNG, one manifest row each).
+
+    ``append=True`` adds rows to an existing manifest (e.g. another split); otherwise an existing manifest is an error.
+    Returns the manifest path.
+    """
+    root = Path(root)
+    manifest = root / MANIFEST
+    if manifest.exists() and not append:
+        raise FileExistsError(f"write_clips: {manifest} already exists (pass append=True to add clips)")
+    indices = range(len(world)) if indices is None else indices
+    rows = []
+    for i in indices:
+        scene = world.scene(int(i), frames=frames)
+        item = scene_item(scene, clip_id=f"synth{int(i):06d}", split=split)
+        rel = Path("clips") / item["id"]
+        (root / rel / "frames").mkdir(parents=True, exist_ok=True)
+        sf.write(root / rel / "audio.wav", item["audio"].numpy(), scene.sample_rate, subtype="FLOAT")
+        frame_paths = []
+        pixels = (item["frames"] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for k, img in zip(item["frame_indices"].tolist(), pixels, strict=True):
+            path = rel / "frames" / f"{k:06d}.png"
+            Image.fromarray(img).save(root / path)
+            frame_paths.append(path.as_posix())
+        rows.append({
+            "id": item["id"], "audio": (rel / "audio.wav").as_posix(), "frames": frame_paths,
+            "frame_indices": item["frame_indices"].tolist(), "fps": scene.fps, "sample_rate": scene.sample_rate,
+            "num_samples": int(scene.audio.shape[-1]), "duration": item["duration"], "split": split,
+            "label": item["label"], "label_name": world.category_names[item["label"]] if item["label"] >= 0 else None,
+            "categories": item["categories"].tolist(), "sounding": item["sounding"].tolist(),
+            "n_sources": item["n_sources"], "source_categories": item["source_categories"].tolist(),
+            "boxes": item["boxes"].tolist(), "family": scene.family,
+        })
+    root.mkdir(parents=True, exist_ok=True)
+    with open(manifest, "a" if append else "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    return manifest
+
+
+def read_manifest(root: str | os.PathLike) -> list[dict]:
+    """Parse ``root/manifest.jsonl``; raises :class:`ClipFormatError` listing every malformed row at once."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"clip manifest not found: {path}")
+    rows, problems, seen = [], [], set()
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                problems.append(f"{path}:{n}: not valid JSON ({e.msg})")
+                continue
+            if not isinstance(row, dict):
+                problems.append(f"{path}:{n}: a row must be a JSON object")
+                continue
+            missing = [k for k in REQUIRED if k not in row]
+            if missing:
+                problems.append(f"{path}:{n}: clip {row.get('id', '?')!r} lacks {', '.join(missing)}")
+                continue
+            if len(row["frames"]) != len(row["frame_indices"]):
+                problems.append(f"{path}:{n}: clip {row['id']!r} has {len(row['frames'])} frames but "
+                                f"{len(row['frame_indices'])} frame_indices")
+            if row["id"] in seen:
+                problems.append(f"{path}:{n}: duplicate clip id {row['id']!r}")
+            seen.add(row["id"])
+            rows.append(row)
+    if problems:
+        raise ClipFormatError(f"{len(problems)} bad manifest row(s):\n" + "\n".join(problems))
+    if not rows:
+        raise ClipFormatError(f"clip manifest {path} has no clips")
+    return rows
+
+
+class ClipDataset(Dataset):
+    """Clips in avlib's on-disk format (see the module docstring), written by SynthOrchestra or from real videos.
+
+    Args:
+        root: the clip directory.
+        split: keep only rows of this split (``None``: all).
+        sample_rate: resample every clip's audio to this rate (default: the first clip's rate); stereo files are
+            down-mixed to mono.
+        load_frames: ``False`` skips images (audio-only use).
+        check_files: verify at construction that every referenced file exists (all problems reported at once).
+
+    Items are dicts like :func:`scene_item`'s: ``frames (T,3,H,W)`` float32 in [0, 1], ``frame_indices (T,)``,
+    ``audio (N,)`` float32, ``sample_rate``, ``fps``, ``duration``, ``split``, ``label`` (-1 when unknown), and when the
+    manifest has them ``categories``, ``sounding``, ``n_sources``, ``source_categories``, ``boxes (T, n, 4)``.
+    The class also follows ``avlib.data.pairs.ClipSource``, so ``AVCPairs(ClipDataset(root))`` works.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str | None = None, sample_rate: int | None = None,
+                 load_frames: bool = True, check_files: bool = True) -> None:
+        self.root = Path(root)
+        rows = read_manifest(self.root)
+        if split is not None:
+            rows = [r for r in rows if r["split"] == split]
+            if not rows:
+                raise ClipFormatError(f"clip manifest {self.root / MANIFEST} has no clips of split {split!r}")
+        self.rows = rows
+        self.split = split
+        self.sample_rate = int(sample_rate or rows[0]["sample_rate"])
+        self.load_frames = bool(load_frames)
+        if check_files:
+            missing = [f"clip {r['id']!r}: missing file {self.root / p}" for r in rows
+                       for p in [r["audio"], *(r["frames"] if load_frames else [])] if not (self.root / p).is_file()]
+            if missing:
+                raise ClipFormatError(f"{len(missing)} missing file(s) under {self.root}:\n" + "\n".join(missing))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    # -------------------------------------------------------------- decoding with clear errors
+    def _read_audio(self, row: dict) -> torch.Tensor:
+        path = self.root / row["audio"]
+        try:
+            data, sr = sf.read(path, dtype="float32", always_2d=True)
+        except Exception as e:  # soundfile raises several types for missing / corrupt files
+            raise ClipFormatError(f"clip {row['id']!r}: cannot read audio file {path}: {e}") from e
+        if data.shape[0] == 0:
+            raise ClipFormatError(f"clip {row['id']!r}: audio file {path} has no samples")
+        wave = torch.from_numpy(data.mean(1) if data.shape[1] > 1 else data[:, 0].copy())
+        if not torch.isfinite(wave).all():
+            raise ClipFormatError(f"clip {row['id']!r}: audio file {path} contains NaN or inf")
+        if sr != self.sample_rate:
+            wave = torchaudio.functional.resample(wave, sr, self.sample_rate)
+        return wave
+
+    def _read_frame(self, row: dict, path_rel: str) -> torch.Tensor:
+        path = self.root / path_rel
+        try:
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except Exception as e:  # PIL raises several types for missing / truncated / unknown files
+            raise ClipFormatError(f"clip {row['id']!r}: cannot read image file {path}: {e}") from e
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).to(torch.float32) / 255
+
+    def __getitem__(self, j: int) -> dict:
+        row = self.rows[j]
+        item: dict = {
+            "id": row["id"],
+            "frame_indices": torch.tensor(row["frame_indices"], dtype=torch.int64),
+            "audio": self._read_audio(row),
+            "sample_rate": self.sample_rate,
+            "fps": float(row["fps"]),
+            "duration": float(row["duration"]),
+            "split": row["split"],
+            "label": int(row["label"]) if row.get("label") is not None else -1,
+        }
+        if self.load_frames:
+            item["frames"] = torch.stack([self._read_frame(row, p) for p in row["frames"]]) if row["frames"] else (
+                torch.zeros(0, 3, 0, 0))
+        for key, dtype in (("categories", torch.int64), ("sounding", torch.bool), ("source_categories", torch.int64)):
+            if row.get(key) is not None:
+                item[key] = torch.tensor(row[key], dtype=dtype)
+        if row.get("n_sources") is not None:
+            item["n_sources"] = int(row["n_sources"])
+        if row.get("boxes") is not None:
+            n_obj = len(row.get("categories") or []) or (len(row["boxes"][0]) if row["boxes"] else 0)
+            item["boxes"] = torch.tensor(row["boxes"], dtype=torch.float32).reshape(len(row["frames"]), n_obj, 4)
+        return item
+
+    def scan(self) -> None:
+        """Decode every clip's audio and images; raise one :class:`ClipFormatError` listing all unreadable clips."""
+        problems = []
+        for row in self.rows:
+            try:
+                self._read_audio(row)
+                if self.load_frames:
+                    for p in row["frames"]:
+                        self._read_frame(row, p)
+            except ClipFormatError as e:
+                problems.append(str(e))
+        if problems:
+            raise ClipFormatError(f"{len(problems)} unreadable clip(s) under {self.root}:\n" + "\n".join(problems))
+
+    # -------------------------------------------------------------- ClipSource protocol (for AVCPairs)
+    def clip_frame_indices(self, j: int) -> np.ndarray:
+        """Video frame numbers stored for clip ``j``."""
+        return np.asarray(self.rows[j]["frame_indices"], dtype=np.int64)
+
+    def clip_fps(self, j: int) -> float:
+        """Frame rate of clip ``j``'s frame numbering."""
+        return float(self.rows[j]["fps"])
+
+    def clip_samples(self, j: int) -> int:
+        """Audio samples of clip ``j`` at the dataset's sample rate."""
+        row = self.rows[j]
+        return int(math.ceil(int(row["num_samples"]) * self.sample_rate / int(row["sample_rate"])))
+
+    def clip_label(self, j: int) -> int:
+        """The clip's label, else its first sounding category, else -1."""
+        row = self.rows[j]
+        if row.get("label") is not None:
+            return int(row["label"])
+        cats, snd = row.get("categories") or [], row.get("sounding") or []
+        sounding = [c for c, s in zip(cats, snd, strict=False) if s]
+        return int(sounding[0]) if sounding else -1
+
+    def get_frame(self, j: int, frame: int) -> torch.Tensor:
+        """The ``(3, H, W)`` image of video frame number ``frame`` of clip ``j``."""
+        row = self.rows[j]
+        try:
+            pos = row["frame_indices"].index(int(frame))
+        except ValueError:
+            raise IndexError(f"clip {row['id']!r}: frame {frame} is not stored "
+                             f"(stored: {row['frame_indices'][:5]}...)") from None
+        return self._read_frame(row, row["frames"][pos])
+
+    def get_audio(self, j: int) -> torch.Tensor:
+        """The ``(N,)`` mono waveform of clip ``j`` at the dataset's sample rate."""
+        return self._read_audio(self.rows[j])
