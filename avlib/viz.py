@@ -1,0 +1,108 @@
+"""Plotly helpers shared by the chapters.
+
+Figures are built from precomputed traces so that their sliders work on the static book page (no kernel needed).
+Other modules may add helpers at the end of this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+__all__ = ["heatmap_grid", "history_figure", "slider_figure", "to_rgb"]
+
+
+def to_rgb(image: torch.Tensor | np.ndarray, value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """``(3, H, W)`` float image in ``value_range`` -> ``(H, W, 3)`` uint8 for ``go.Image``."""
+    arr = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image, np.float32)
+    if arr.ndim != 3 or arr.shape[0] != 3:
+        raise ValueError(f"to_rgb: image must be (3, H, W); got {arr.shape}")
+    lo, hi = value_range
+    arr = np.clip((arr - lo) / (hi - lo), 0.0, 1.0)
+    return (arr.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+
+
+def slider_figure(steps: Sequence[Sequence[go.BaseTraceType]], labels: Sequence[str], prefix: str = "",
+                  active: int = 0, fig: go.Figure | None = None,
+                  positions: Sequence[Sequence[tuple[int, int] | None]] | None = None) -> go.Figure:
+    """A figure whose slider switches between groups of traces (one group per slider step).
+
+    Args:
+        steps: ``steps[s]`` is the list of traces shown at slider step ``s`` (all steps must have the same count).
+        labels: one label per step.
+        prefix: text before the current label.
+        active: the step shown first.
+        fig: an existing figure (e.g. from ``make_subplots``) to add the traces to.
+        positions: optional ``(row, col)`` per trace, for subplot figures.
+
+    Returns:
+        the figure, with ``layout.sliders`` set.
+    """
+    if not steps or len(steps) != len(labels):
+        raise ValueError(f"slider_figure: need one label per step; got {len(steps)} steps, {len(labels)} labels")
+    per = len(steps[0])
+    if any(len(s) != per for s in steps):
+        raise ValueError("slider_figure: every step must have the same number of traces")
+    fig = go.Figure() if fig is None else fig
+    for s, traces in enumerate(steps):
+        for t, trace in enumerate(traces):
+            trace.visible = s == active
+            where = positions[s][t] if positions is not None else None
+            if where is None:
+                fig.add_trace(trace)
+            else:
+                fig.add_trace(trace, row=where[0], col=where[1])
+    n = len(steps) * per
+    slider_steps = []
+    for s, label in enumerate(labels):
+        vis = [False] * n
+        vis[s * per : (s + 1) * per] = [True] * per
+        slider_steps.append({"method": "update", "label": label, "args": [{"visible": vis}]})
+    fig.update_layout(sliders=[{"active": active, "currentvalue": {"prefix": prefix}, "steps": slider_steps,
+                                "pad": {"t": 40}}])
+    return fig
+
+
+def heatmap_grid(images: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray | None], titles: Sequence[str],
+                 cols: int = 4, opacity: float = 0.55, colorscale: str = "Inferno",
+                 height_per_row: int = 230) -> go.Figure:
+    """A grid of images, each with an optional heatmap drawn over it.
+
+    Args:
+        images: ``(H, W, 3)`` uint8 arrays (see :func:`to_rgb`).
+        heatmaps: ``(H, W)`` arrays at the image's size, or None for the bare image.
+        titles: one per panel.
+        cols: panels per row.
+    """
+    if not (len(images) == len(heatmaps) == len(titles)) or not images:
+        raise ValueError("heatmap_grid: images, heatmaps and titles must be non-empty and of equal length")
+    rows = (len(images) + cols - 1) // cols
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.02,
+                        vertical_spacing=0.08)
+    for i, (img, heat) in enumerate(zip(images, heatmaps, strict=True)):
+        r, c = i // cols + 1, i % cols + 1
+        fig.add_trace(go.Image(z=img), row=r, col=c)
+        if heat is not None:
+            fig.add_trace(go.Heatmap(z=np.asarray(heat), colorscale=colorscale, opacity=opacity, showscale=False,
+                                     zmin=0.0, zmax=1.0), row=r, col=c)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    fig.update_layout(height=height_per_row * rows + 40, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def history_figure(history: Sequence[Mapping[str, float]], keys: Sequence[str] = ("loss",),
+                   title: str = "training") -> go.Figure:
+    """Line plot of logged values against ``step`` from a training history (a list of dicts)."""
+    fig = go.Figure()
+    for key in keys:
+        pts = [(h["step"], h[key]) for h in history if key in h]
+        if pts:
+            x, y = zip(*pts, strict=True)
+            fig.add_trace(go.Scatter(x=list(x), y=list(y), mode="lines", name=key))
+    fig.update_layout(title=title, xaxis_title="step", height=320, margin={"l": 40, "r": 10, "t": 40, "b": 40})
+    return fig
