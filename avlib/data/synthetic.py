@@ -704,9 +704,9 @@ def synthesize_sources(
         n_max_p = tab["partials"].shape[1]
         ratios[inharm, :n_max_p] = tab["partials"][src_cats[inharm]]
         ratios[inharm, n_max_p:] = 0.0
-        rolloff = tab["rolloff"][src_cats][:, None] * rng.uniform(0.85, 1.15, size=(n_src, 1))
+        rolloff = tab["rolloff"][src_cats][:, None] * rng.uniform(0.7, 1.3, size=(n_src, 1))
         amp = np.maximum(ratios, 1.0) ** -rolloff * np.exp(0.25 * rng.standard_normal((n_src, n_harmonics)))
-        formant = tab["formant"][src_cats][:, None] * rng.uniform(0.85, 1.15, size=(n_src, 1))
+        formant = tab["formant"][src_cats][:, None] * 2.0 ** rng.uniform(-0.5, 0.5, size=(n_src, 1))
         typical = _midi_to_hz(midi.mean(1))[:, None] * np.maximum(ratios, 1e-3)
         amp *= 1.0 + 1.5 * np.exp(-0.5 * np.log2(typical / formant) ** 2)  # a formant bump around `formant` Hz
         keep = (ratios > 0) & (_midi_to_hz(lo)[:, None] * ratios < 0.45 * sr)  # drop padding / always-aliasing partials
@@ -735,13 +735,15 @@ def synthesize_sources(
         # band-limited noise (breath / bow / drum skin), shaped in the frequency domain
         white = rng.standard_normal((n_src, n)).astype(np.float32)
         freqs = np.fft.rfftfreq(n, 1.0 / sr)
-        band = tab["noise_band"][src_cats][:, None]
+        band = tab["noise_band"][src_cats][:, None] * 2.0 ** rng.uniform(-1.0, 1.0, size=(n_src, 1))
         shape = np.exp(-0.5 * (np.log2(np.maximum(freqs[None], 1.0) / band) / 0.8) ** 2)
         shaped = np.fft.irfft(np.fft.rfft(white, axis=1) * shape, n=n, axis=1).astype(np.float32)
         shaped /= np.sqrt(np.mean(shaped**2, axis=1, keepdims=True)) + 1e-8
         noise_env = np.where(sustained[:, None], env, env * np.exp(-tau / 0.08)).astype(np.float32)
         tone_rms = np.sqrt(np.mean(tone**2, axis=1, keepdims=True)) + 1e-8
-        src = tone + tab["noise"][src_cats][:, None].astype(np.float32) * tone_rms * shaped * noise_env
+        # noise level: the category's, at least 0.01, times a per-scene factor in [1/3, 3] (log-uniform)
+        level = np.maximum(tab["noise"][src_cats], 0.01)[:, None] * 3.0 ** rng.uniform(-1.0, 1.0, size=(n_src, 1))
+        src = tone + level.astype(np.float32) * tone_rms * shaped * noise_env
 
         # loudness: each source to unit RMS, then a random gain of -6 … 0 dB
         src /= np.sqrt(np.mean(src**2, axis=1, keepdims=True)) + 1e-8
