@@ -135,7 +135,7 @@ class AVCPairs(Dataset):
             need = self.window / self.sample_rate
             raise ValueError(
                 f"clip {clip}: {n_samples / self.sample_rate:.3f} s of audio ({frames.size} frames) is too short for "
-                f"a {need:.3f} s window centred on a frame; at least {need:.3f} s around a stored frame is needed"
+                f"a {need:.3f} s window centred on a frame (it needs {need:.3f} s of audio with a frame at the middle)"
             )
         return frames[ok], centers[ok]
 
