@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from avlib.runtime import select_device
+from avlib.viz import history_figure
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 SCHEDULES = ("constant", "cosine", "linear", "step")
@@ -92,6 +93,7 @@ class TrainConfig:
     num_workers: int = 0
     shuffle: bool = True
     drop_last: bool = True
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -121,9 +123,9 @@ class TrainResult:
     world_size: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def figure(self, key: str = "loss"):
-        """A plotly figure of ``key`` against the step (the final loss curve, for headless runs)."""
-        return loss_figure(self.history, key)
+    def figure(self, keys: Sequence[str] = ("loss",)):
+        """A plotly figure of the logged ``keys`` against the step (the final loss curve, for headless runs)."""
+        return history_figure(self.history, keys)
 
 
 # ----------------------------------------------------------------------------------------------------------- precision
@@ -328,17 +330,6 @@ def seed_everything(seed: int) -> None:
 # ---------------------------------------------------------------------------------------------------------- logging
 
 
-def loss_figure(history: Sequence[Mapping[str, float]], key: str = "loss"):
-    """A plotly figure of ``history[i][key]`` against ``history[i]["step"]``."""
-    import plotly.graph_objects as go
-
-    steps = [h["step"] for h in history if key in h]
-    values = [h[key] for h in history if key in h]
-    fig = go.Figure(go.Scatter(x=steps, y=values, mode="lines", name=key))
-    fig.update_layout(xaxis_title="step", yaxis_title=key, height=320, margin=dict(l=50, r=20, t=30, b=40))
-    return fig
-
-
 def in_notebook() -> bool:
     """True inside a Jupyter kernel (including Colab), False in scripts and plain IPython."""
     try:
@@ -352,35 +343,37 @@ def in_notebook() -> bool:
 class _LivePlot:
     """A loss curve that grows while training, in a notebook.
 
-    With ipywidgets a FigureWidget is updated in place; without, a plain figure is redrawn at most every few seconds.
-    At the end the output is replaced by a static figure, so an executed notebook (and the book page) keeps the curve.
+    A plotly FigureWidget is updated in place where it can be built (plotly >= 6 needs ``anywidget`` for it);
+    otherwise a plain figure is redrawn at most every few seconds. At the end the output is replaced by a static
+    figure, so an executed notebook (and the book page built from it) keeps the final curve.
     """
 
     def __init__(self) -> None:
-        from IPython.display import display
-
-        self.fig = loss_figure([])
-        self.widget = None
-        try:
-            import ipywidgets  # noqa: F401
-            import plotly.graph_objects as go
-
-            self.widget = go.FigureWidget(self.fig)
-            self.handle = display(self.widget, display_id=True)
-        except ImportError:
-            self.handle = display(self.fig, display_id=True)
+        self.handle: Any = None
+        self.widget: Any = None
         self.last_draw = 0.0
 
     def update(self, history: Sequence[Mapping[str, float]], final: bool = False) -> None:
-        steps = [h["step"] for h in history]
-        losses = [h["loss"] for h in history]
-        if self.widget is not None and not final:
+        from IPython.display import display
+
+        fig = history_figure(history, title="training loss")
+        if self.handle is None:
+            try:
+                import plotly.graph_objects as go
+
+                self.widget = go.FigureWidget(fig)
+                self.handle = display(self.widget, display_id=True)
+            except ImportError:
+                self.handle = display(fig, display_id=True)
+        elif final:
+            self.handle.update(fig)
+        elif self.widget is not None:
             with self.widget.batch_update():
-                self.widget.data[0].x, self.widget.data[0].y = steps, losses
-            return
-        if final or time.monotonic() - self.last_draw > 3.0:
-            self.handle.update(loss_figure(history))
-            self.last_draw = time.monotonic()
+                self.widget.data[0].x = [h["step"] for h in history]
+                self.widget.data[0].y = [h["loss"] for h in history]
+        elif time.monotonic() - self.last_draw > 3.0:
+            self.handle.update(fig)
+        self.last_draw = time.monotonic()
 
 
 # ----------------------------------------------------------------------------------------------------- distributed
@@ -445,6 +438,8 @@ class _Data:
         epoch, offset = divmod(start_step, self.batches_per_epoch)
         while True:
             self.sampler.set_epoch(epoch)
+            if hasattr(self.dataset, "set_epoch"):  # datasets that redraw their items per epoch (e.g. AVCPairs)
+                self.dataset.set_epoch(epoch)
             indices = list(self.sampler)[offset * self.batch_size : self.batches_per_epoch * self.batch_size]
             loader = DataLoader(
                 self.dataset,

@@ -1,0 +1,145 @@
+"""The method registry behind the ``avlib`` command and the benchmarks: a name, and all it takes to train and score it.
+
+``build(method, scale, data=None, seed=0)`` reads ``avlib.configs.get_config(method, scale)`` and returns a
+:class:`Built`: the model, the engine's ``step_fn``, the training Dataset, an ``eval_fn(model) -> dict`` of scores on
+held-out data, and ``example_batch(n)``, a random batch of the right shapes (for benchmarks). ``data`` is a clip
+directory (avlib's on-disk format: ``split == "train"`` rows train, ``split == "test"`` rows evaluate); without it the
+method's SynthOrchestra world from the config is generated in memory (quick and colab scales only).
+
+Registered now: the audio-visual correspondence nets ``l3`` (L3-Net), ``ave`` (AVE-Net) and ``avol`` (AVOL-Net).
+A new method registers a builder with :func:`register`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from avlib.configs import get_config
+from avlib.train import StepFn, TrainConfig
+
+__all__ = ["METHODS", "Built", "build", "make_optimizer", "register", "train_config"]
+
+
+@dataclass
+class Built:
+    """A method ready to train: ``fit(model, step_fn, train_data, make_optimizer(model, cfg), train_config(cfg))``."""
+
+    cfg: dict[str, Any]
+    model: nn.Module
+    step_fn: StepFn
+    train_data: Dataset
+    eval_fn: Callable[[nn.Module], dict[str, float]]
+    example_batch: Callable[[int], Any]
+
+
+Builder = Callable[[dict[str, Any], Path | None, int], Built]
+METHODS: dict[str, Builder] = {}
+
+
+def register(*names: str) -> Callable[[Builder], Builder]:
+    """Decorator: ``@register("l3")`` makes ``builder(cfg, data_dir, seed) -> Built`` the builder of method ``l3``."""
+
+    def wrap(builder: Builder) -> Builder:
+        for name in names:
+            METHODS[name] = builder
+        return builder
+
+    return wrap
+
+
+def build(method: str, scale: str | None = None, data: str | Path | None = None, seed: int = 0) -> Built:
+    """Build ``method`` at ``scale`` on the clip directory ``data`` (or its in-memory SynthOrchestra world)."""
+    if method not in METHODS:
+        raise KeyError(f"unknown method {method!r}; registered methods: {', '.join(sorted(METHODS))}")
+    cfg = get_config(method, scale)
+    if data is None and cfg.get("data") is None:
+        raise ValueError(f"method {method!r} at scale {cfg['scale']!r} trains on real data: give a clip directory")
+    return METHODS[method](cfg, None if data is None else Path(data), seed)
+
+
+def make_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimiser a config names (``adam`` or ``sgd``), with its ``lr``, ``weight_decay`` and ``momentum``."""
+    name = cfg.get("optimizer", "adam")
+    wd = cfg.get("weight_decay", 0.0)
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg.get("momentum", 0.9), weight_decay=wd)
+    raise ValueError(f"config names optimizer {name!r}; avlib knows 'adam' and 'sgd'")
+
+
+def train_config(cfg: dict[str, Any], **overrides: Any) -> TrainConfig:
+    """A :class:`TrainConfig` from a method config's schedule (``steps``, ``batch_size``, ``schedule``, ...)."""
+    keys = ("steps", "batch_size", "schedule", "warmup_steps", "milestones", "gamma", "min_lr_ratio")
+    kwargs = {k: cfg[k] for k in keys if k in cfg}
+    kwargs["meta"] = {"method": cfg["method"], "scale": cfg["scale"]}
+    kwargs.update(overrides)
+    return TrainConfig(**kwargs)
+
+
+# ----------------------------------------------------------------------------------- audio-visual correspondence
+
+
+@register("l3", "ave", "avol")
+def _build_avc(cfg: dict[str, Any], data: Path | None, seed: int) -> Built:
+    """L3-Net / AVE-Net / AVOL-Net on AVC pairs (Arandjelović & Zisserman 2017, 2018).
+
+    Training pairs follow the config's sampling (``pairs``: window, negative mode, misalignment) with L3's volume
+    jitter and image augmentation (:class:`avlib.vision.L3ImageTransform`, scaled to the config's image size);
+    evaluation pairs are drawn from held-out clips without augmentation and scored by AVC accuracy (chance: 0.5).
+    """
+    from avlib.avc import InMemoryClips, avc_accuracy_on, build_avc
+    from avlib.data import AVCPairs, ClipDataset, SynthOrchestra
+    from avlib.vision import L3ImageTransform
+
+    size = int(cfg["image_size"])
+    resize = round(size * 256 / 224)  # L3: short side 256, crop 224; the same ratio at smaller scales
+    if data is None:
+        world = InMemoryClips(SynthOrchestra(**cfg["data"], seed=seed))
+        n_train = int(cfg.get("train_clips", len(world) * 2 // 3))
+        train_src, train_clips = world, range(n_train)
+        eval_src, eval_clips = world, range(n_train, len(world))
+    else:
+        rate = int(cfg["audio"]["sample_rate"])
+        train_src, eval_src = ClipDataset(data, "train", sample_rate=rate), ClipDataset(data, "test", sample_rate=rate)
+        train_clips, eval_clips = range(len(train_src)), range(len(eval_src))
+    net, frontend, step_fn = build_avc(cfg)
+    train = AVCPairs(
+        train_src,
+        **cfg["pairs"],
+        clips=list(train_clips),
+        seed=seed,
+        volume_jitter=cfg.get("volume_jitter", 0.0),
+        image_transform=L3ImageTransform(train=True, size=size, resize=resize),
+        cache_audio=True,
+    )
+    held_out = AVCPairs(
+        eval_src,
+        window_seconds=cfg["pairs"]["window_seconds"],
+        negative_mode=cfg["pairs"]["negative_mode"],
+        clips=list(eval_clips),
+        seed=seed + 1,
+        length=int(cfg.get("eval_size", 2 * len(eval_clips))),
+        image_transform=L3ImageTransform(train=False, size=size, resize=resize),
+        cache_audio=True,
+    )
+
+    def eval_fn(model: nn.Module) -> dict[str, float]:
+        return {"avc_accuracy": avc_accuracy_on(model, frontend, held_out), "chance": 0.5, "pairs": len(held_out)}
+
+    def example_batch(n: int) -> dict[str, torch.Tensor]:
+        samples = round(cfg["pairs"]["window_seconds"] * cfg["audio"]["sample_rate"])
+        return {
+            "image": torch.rand(n, 3, size, size),
+            "audio": 0.1 * torch.randn(n, samples),
+            "label": torch.arange(n) % 2,
+        }
+
+    return Built(cfg, net, step_fn, train, eval_fn, example_batch)
