@@ -117,14 +117,14 @@ def get_config(method: str, scale: str | None = None) -> dict[str, Any]:
 # sampling = random negatives ("naive") with positives misaligned by up to 1 s. AVE/AVOL: batch 2048 (16 x 128), lr by
 # grid search (1e-4 here), x0.94 every 16 epochs (the epoch size below assumes one pair per AudioSet-Instruments
 # training clip), frame-aligned negatives plus L3's misalignment.
-# Quick: same classes, widths 8/16/32/64, 64x64 frames, 1 s of 16 kHz audio (10 ms windows, half overlap, FFT 256:
-# 129x199), SynthOrchestra solo scenes of 1.2 s (five frame-centred 1 s windows each) with a frame-boundary click of
+# Quick: same classes, widths 8/16/32/64, 64x64 frames, 1 s of 16 kHz audio (10 ms windows, half overlap, FFT 160:
+# 81x199), SynthOrchestra solo scenes of 1.2 s (five frame-centred 1 s windows each) with a frame-boundary click of
 # amplitude 0.02 (about 30 dB below the music), so that the shortcut of Objects that Sound Sec. 3.3 exists to be found.
 _AVC_FULL_AUDIO = {"frontend": "l3_logspec", "sample_rate": 48000, "seconds": 1.0, "n_fft": 512, "win_length": 480,
                    "hop_length": 240}
 _AVC_COLAB_AUDIO = {"frontend": "l3_logspec", "sample_rate": 48000, "seconds": 1.0, "n_fft": 512, "win_length": 480,
                     "hop_length": 240}
-_AVC_QUICK_AUDIO = {"frontend": "l3_logspec", "sample_rate": 16000, "seconds": 1.0, "n_fft": 256, "win_length": 160,
+_AVC_QUICK_AUDIO = {"frontend": "l3_logspec", "sample_rate": 16000, "seconds": 1.0, "n_fft": 160, "win_length": 160,
                     "hop_length": 80}
 _AVC_COLAB_DATA = {"family": "solo", "n_categories": 12, "size": 6000, "image_size": 128, "sample_rate": 48000,
                    "duration": 2.0, "frame_artifact": 0.02}

@@ -127,7 +127,7 @@ def avc_step_fn(
     waveforms go through ``frontend`` (e.g. the L3 log-spectrogram, ``(B, N) -> (B, 1, F, T)``) on the batch's device,
     and the loss is binary cross-entropy on ``model.correspondence_logit`` — for L3/AVE-Net the same number as the
     two-way softmax cross-entropy of the papers, for AVOL-Net the logistic loss of its max-pooled score.
-    Returns ``{"loss": tensor, "acc": float}``.
+    Returns ``{"loss": scalar tensor, "acc": scalar tensor (detached)}``.
     """
 
     def step(model: nn.Module, batch: dict) -> dict:
@@ -138,7 +138,7 @@ def avc_step_fn(
         logit = model.correspondence_logit(image, spec).float()
         target = label.to(logit.device).float()
         loss = F.binary_cross_entropy_with_logits(logit, target)
-        acc = ((logit > 0).float() == target).float().mean().item()
+        acc = ((logit > 0).float() == target).float().mean().detach()
         return {"loss": loss, "acc": acc}
 
     return step
