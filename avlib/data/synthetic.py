@@ -555,8 +555,7 @@ class SynthOrchestra:
                 v = (dy * cos - dx * sin) / r
                 inside = _shape_mask(cat.shape, u, v)  # (T, h, w)
                 shade = 0.55 + 0.45 * _texture(cat.texture, u, v, float(lay["tex_freq"][j]), float(lay["tex_phase"][j]))
-                win = img[:, :, y0:y1, x0:x1]
-                img[:, :, y0:y1, x0:x1] = np.where(inside[:, None], rgb[j][None, :, None, None] * shade[:, None], win)
+                np.copyto(img[:, :, y0:y1, x0:x1], rgb[j][None, :, None, None] * shade[:, None], where=inside[:, None])
                 masks[:, :j, y0:y1, x0:x1] &= ~inside[:, None]
                 masks[:, j, y0:y1, x0:x1] = inside
             rows, cols = masks.any(-1), masks.any(-2)  # (T, n, H), (T, n, W)
@@ -567,14 +566,15 @@ class SynthOrchestra:
             boxes[..., 3] = s - np.argmax(rows[..., ::-1], -1)
             boxes[~present] = 0.0
         if self.pixel_noise > 0 and n_t:
-            # sensor noise: one random field per scene, shifted by a frame-dependent offset (cheap, and a frame's noise
-            # does not depend on which other frames are rendered)
-            base_noise = self._rng(int(index), 1).standard_normal((3, s, s), dtype=np.float32)
-            shift = (idx * 7919) % (s * s)
-            flat = base_noise.reshape(3, -1)
-            gather = (np.arange(s * s)[None, :] + shift[:, None]) % (s * s)  # (T, H*W)
-            img += self.pixel_noise * flat[:, gather].transpose(1, 0, 2).reshape(n_t, 3, s, s)
-        return {"frames": np.clip(img, 0.0, 1.0).astype(np.float32), "boxes": boxes, "masks": masks,
+            # sensor noise: frame k reads a window of one random buffer starting 61·k values in (a strided view, no
+            # copy), so a frame's noise does not depend on which other frames are rendered
+            buffer = self._rng(int(index), 1).standard_normal(3 * s * s + 61 * n_total, dtype=np.float32)
+            item = buffer.itemsize
+            noise = np.lib.stride_tricks.as_strided(buffer, shape=(n_total, 3 * s * s), strides=(61 * item, item),
+                                                    writeable=False)
+            flat = img.reshape(n_t, 3 * s * s)
+            flat += np.float32(self.pixel_noise) * noise[idx]
+        return {"frames": np.clip(img, 0.0, 1.0, out=img), "boxes": boxes, "masks": masks,
                 "frame_indices": idx}
 
     def render_audio(self, index: int, lay: dict | None = None) -> dict:
@@ -685,13 +685,17 @@ def synthesize_sources(
         big = (np.arange(n_src) * (n / sr + 100.0))[:, None]
         pos = np.searchsorted((onsets + big).ravel(), (t[None, :] + big).ravel(), side="right").reshape(n_src, n)
         note = np.clip(pos - 1 - np.arange(n_src)[:, None] * max_notes, 0, max_notes - 1)  # (S, N)
-        tau = t[None, :] - np.take_along_axis(onsets, note, 1)  # time since onset
-        length = np.take_along_axis(dur, note, 1)
-        f0 = _midi_to_hz(np.take_along_axis(midi, note, 1))
+        rows = np.arange(n_src)[:, None]
+        tau = (t[None, :] - onsets[rows, note]).astype(np.float32)  # time since the note's onset
+        length = dur.astype(np.float32)[rows, note]
+        f_inst = _midi_to_hz(midi)[rows, note]  # float64: the phase is its running sum
         vib_rate = rng.uniform(4.5, 6.5, size=(n_src, 1))
         vib_depth = np.where(sustained, rng.uniform(0.002, 0.008, size=n_src), 0.0)[:, None]
-        bend = 1.0 + tab["pitch_drop"][src_cats][:, None] * np.exp(-tau / 0.04)
-        f_inst = f0 * bend * (1.0 + vib_depth * np.sin(2 * np.pi * vib_rate * t[None, :]))
+        if sustained.any():  # vibrato on bowed / blown notes
+            f_inst = f_inst * (1.0 + vib_depth * np.sin(2 * np.pi * vib_rate * t[None, :]))
+        drop = tab["pitch_drop"][src_cats][:, None].astype(np.float32)
+        if drop.any():  # drums start sharp and fall to their pitch
+            f_inst = f_inst * (1.0 + drop * np.exp(-tau / np.float32(0.04)))
         phase = 2 * np.pi * np.cumsum(f_inst, 1) / sr + rng.uniform(0, 2 * np.pi, size=(n_src, 1))  # (S, N)
         # partial ratios are multiples of 0.01, so reducing the phase modulo 2π·100 keeps sin(ratio · phase) exact
         # while the product fits float32 (error ~1e-3 rad)
@@ -716,12 +720,12 @@ def synthesize_sources(
 
         # envelopes (S, N); plucked / struck partials decay at rate d·(1 + 0.35 h): a geometric factor across h
         attack_time = np.select([env_kind == 0, env_kind == 1, env_kind == 2], [0.08, 0.003, 0.04], 0.0015)[:, None]
-        attack = 1.0 - np.exp(-tau / attack_time)
-        release = np.clip((length - tau) / 0.03, 0.0, 1.0)
-        decay_rate = np.where(sustained, 0.0, rng.uniform(2.0, 6.0, size=n_src))[:, None]  # 1/s
-        env = (attack * release * np.take_along_axis(velocity, note, 1)).astype(np.float32)
-        base_decay = np.exp(-decay_rate * tau).astype(np.float32)  # (S, N)
-        step = np.exp(-0.35 * decay_rate * tau).astype(np.float32)
+        attack = 1.0 - np.exp(-tau / attack_time.astype(np.float32))
+        release = np.clip((length - tau) / np.float32(0.03), 0.0, 1.0)
+        decay_rate = np.where(sustained, 0.0, rng.uniform(2.0, 6.0, size=n_src))[:, None].astype(np.float32)  # 1/s
+        env = attack * release * velocity.astype(np.float32)[rows, note]
+        base_decay = np.exp(-decay_rate * tau)  # (S, N)
+        step = np.exp(np.float32(-0.35) * decay_rate * tau)
         # tone = Σ_h amp_h · sin(ratio_h · phase) · step^h, evaluated by Horner's rule over the partials
         ratios32, amp32 = ratios.astype(np.float32), amp.astype(np.float32)
         tone = np.zeros((n_src, n), dtype=np.float32)
@@ -733,13 +737,13 @@ def synthesize_sources(
         tone *= base_decay * env
 
         # band-limited noise (breath / bow / drum skin), shaped in the frequency domain
-        white = rng.standard_normal((n_src, n)).astype(np.float32)
         freqs = np.fft.rfftfreq(n, 1.0 / sr)
         band = tab["noise_band"][src_cats][:, None] * 2.0 ** rng.uniform(-1.0, 1.0, size=(n_src, 1))
         shape = np.exp(-0.5 * (np.log2(np.maximum(freqs[None], 1.0) / band) / 0.8) ** 2)
-        shaped = np.fft.irfft(np.fft.rfft(white, axis=1) * shape, n=n, axis=1).astype(np.float32)
+        spectrum = (rng.standard_normal((n_src, freqs.size)) + 1j * rng.standard_normal((n_src, freqs.size))) * shape
+        shaped = np.fft.irfft(spectrum, n=n, axis=1).astype(np.float32)  # Gaussian noise with that spectral shape
         shaped /= np.sqrt(np.mean(shaped**2, axis=1, keepdims=True)) + 1e-8
-        noise_env = np.where(sustained[:, None], env, env * np.exp(-tau / 0.08)).astype(np.float32)
+        noise_env = np.where(sustained[:, None], env, env * np.exp(-tau / np.float32(0.08)))
         tone_rms = np.sqrt(np.mean(tone**2, axis=1, keepdims=True)) + 1e-8
         # noise level: the category's, at least 0.01, times a per-scene factor in [1/3, 3] (log-uniform)
         level = np.maximum(tab["noise"][src_cats], 0.01)[:, None] * 3.0 ** rng.uniform(-1.0, 1.0, size=(n_src, 1))
