@@ -52,10 +52,18 @@ def test_relevance_single_and_multi_label_against_a_naive_loop():
             assert rel[i, j] == expected
 
 
+def test_unlabelled_items_have_zero_relevance():
+    onto = SynthOrchestra().ontology
+    rel = onto.relevance(torch.tensor([0, -1]), torch.tensor([-1, 0, 3]))
+    assert rel.tolist() == [[0.0, 20.0, 20.0 - onto.tree_distance(0, 3)], [0.0, 0.0, 0.0]]
+
+
 def test_bad_labels_raise():
     onto = Ontology([("a",), ("b",)])
     with pytest.raises(ValueError, match="query_labels"):
         onto.relevance(torch.tensor([0, 2]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="query_labels"):
+        onto.relevance(torch.tensor([-2]), torch.tensor([0]))
     with pytest.raises(ValueError, match="db_labels"):
         onto.relevance(torch.tensor([0]), torch.zeros(2, 3, dtype=torch.bool))
     with pytest.raises(IndexError):

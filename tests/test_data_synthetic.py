@@ -46,6 +46,8 @@ def test_selected_frames_equal_full_render():
     assert torch.equal(part.audio, full.audio)
     with pytest.raises(IndexError, match="not rendered"):
         part.frame(5)
+    audio_only = w.scene(2, frames=[])
+    assert audio_only.frames.shape == (0, 3, 64, 64) and torch.equal(audio_only.audio, full.audio)
 
 
 def test_boxes_are_tight_around_visible_pixels():

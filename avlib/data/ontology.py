@@ -72,7 +72,7 @@ class Ontology:
         """Graded relevance ``rel[q, d] = max over label pairs (c - tree_distance)`` (Objects that Sound, App. A.2).
 
         Args:
-            query_labels: ``(Q,)`` int64 category ids, or ``(Q, K)`` bool multi-hot labels.
+            query_labels: ``(Q,)`` int64 category ids (``-1``: unlabelled), or ``(Q, K)`` bool multi-hot labels.
             db_labels: ``(D,)`` int64 or ``(D, K)`` bool, same convention.
             c: the constant ``C`` (20 in the paper). Items without any label get relevance 0.
 
@@ -97,9 +97,12 @@ class Ontology:
             return labels
         if labels.ndim != 1:
             raise ValueError(f"{name}: integer labels must be 1-D (N,); got shape {tuple(labels.shape)}")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= k):
-            raise ValueError(f"{name}: category ids must lie in 0..{k - 1}; got {labels.min()}..{labels.max()}")
-        return torch.nn.functional.one_hot(labels.long(), k).bool()
+        if labels.numel() and (labels.min() < -1 or labels.max() >= k):
+            raise ValueError(f"{name}: category ids must lie in 0..{k - 1} (or -1 for none); "
+                             f"got {labels.min()}..{labels.max()}")
+        labels = labels.long()
+        # one extra column absorbs the unlabelled items (-1), then is dropped
+        return torch.nn.functional.one_hot(torch.where(labels < 0, k, labels), k + 1)[:, :k].bool()
 
     def __repr__(self) -> str:
         return f"Ontology(root={self.root!r}, categories={self.names})"

@@ -18,7 +18,7 @@ Sec. 4.1) and the curriculum levels ``c1`` … ``c4`` with 1 … 4 sounding inst
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -163,7 +163,6 @@ class Scene:
     num_frames: int
     family: str
     index: int
-    extra: dict = field(default_factory=dict)
 
     @property
     def duration(self) -> float:
@@ -536,7 +535,7 @@ class SynthOrchestra:
 
         masks = np.zeros((n_t, n_obj, s, s), dtype=bool)
         boxes = np.zeros((n_t, n_obj, 4), dtype=np.float32)
-        if n_obj:
+        if n_obj and n_t:
             c = self._centers(lay, times).astype(np.float32)  # (T, n, 2)
             pix = np.arange(s, dtype=np.float32) + 0.5
             rgb = _hsv_to_rgb(lay["hue"], lay["sat"], lay["val"]).astype(np.float32)  # (n, 3)
