@@ -126,3 +126,13 @@ def test_bad_arguments_and_too_short_clips():
         AVCPairs(short, 0.2, clips=[1])
     with pytest.raises(IndexError, match="outside"):
         AVCPairs(short, 0.2)[100]
+
+
+def test_pairs_survive_pickling_for_dataloader_workers(world):
+    import pickle
+
+    pairs = AVCPairs(world, 1.0, negative_mode="frame_aligned", seed=12)
+    clone = pickle.loads(pickle.dumps(pairs))
+    for i in (0, 1, 7):
+        a, b = pairs[i], clone[i]
+        assert all(torch.equal(a[k], b[k]) for k in a)
