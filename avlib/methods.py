@@ -1,13 +1,14 @@
 """The method registry behind the ``avlib`` command and the benchmarks: a name, and all it takes to train and score it.
 
 ``build(method, scale, data=None, seed=0)`` reads ``avlib.configs.get_config(method, scale)`` and returns a
-:class:`Built`: the model, the engine's ``step_fn``, the training Dataset, an ``eval_fn(model) -> dict`` of scores on
-held-out data, and ``example_batch(n)``, a random batch of the right shapes (for benchmarks). ``data`` is a clip
-directory (avlib's on-disk format: ``split == "train"`` rows train, ``split == "test"`` rows evaluate); without it the
-method's SynthOrchestra world from the config is generated in memory (quick and colab scales only).
+:class:`Built`: the model, the engine's ``step_fn``, the training Dataset and an ``eval_fn(model) -> dict`` of scores
+on held-out data. ``data`` is a clip directory (avlib's on-disk format: ``split == "train"`` rows train,
+``split == "test"`` rows evaluate); without it the method's SynthOrchestra world from the config is generated in
+memory (quick and colab scales only). Benchmarks need no data: :func:`get_method` gives the model and step builder
+and ``example_batch(cfg, n)``, a random batch of the shapes the step expects.
 
 Registered now: the audio-visual correspondence nets ``l3`` (L3-Net), ``ave`` (AVE-Net) and ``avol`` (AVOL-Net).
-A new method registers a builder with :func:`register`.
+A new method registers a :class:`Method` with :func:`register`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,23 @@ from torch.utils.data import Dataset
 from avlib.configs import get_config
 from avlib.train import StepFn, TrainConfig
 
-__all__ = ["METHODS", "Built", "build", "make_optimizer", "register", "train_config"]
+__all__ = ["METHODS", "Built", "Method", "build", "get_method", "make_optimizer", "register", "train_config"]
+
+
+EvalFn = Callable[[nn.Module], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Method:
+    """How a method is built from its config (a dict of ``avlib.configs``).
+
+    ``model(cfg) -> (model, step_fn)``; ``example_batch(cfg, n)``: a random batch of ``n`` with the shapes the step
+    expects; ``data(cfg, clip_dir_or_None, seed) -> (train Dataset, eval_fn)``.
+    """
+
+    model: Callable[[dict[str, Any]], tuple[nn.Module, StepFn]]
+    example_batch: Callable[[dict[str, Any], int], Any]
+    data: Callable[[dict[str, Any], Path | None, int], tuple[Dataset, EvalFn]]
 
 
 @dataclass
@@ -35,33 +52,33 @@ class Built:
     model: nn.Module
     step_fn: StepFn
     train_data: Dataset
-    eval_fn: Callable[[nn.Module], dict[str, float]]
-    example_batch: Callable[[int], Any]
+    eval_fn: EvalFn
 
 
-Builder = Callable[[dict[str, Any], Path | None, int], Built]
-METHODS: dict[str, Builder] = {}
+METHODS: dict[str, Method] = {}
 
 
-def register(*names: str) -> Callable[[Builder], Builder]:
-    """Decorator: ``@register("l3")`` makes ``builder(cfg, data_dir, seed) -> Built`` the builder of method ``l3``."""
+def register(name: str, method: Method) -> None:
+    """Make ``method`` available as ``name`` to :func:`build`, the ``avlib`` command and the benchmarks."""
+    METHODS[name] = method
 
-    def wrap(builder: Builder) -> Builder:
-        for name in names:
-            METHODS[name] = builder
-        return builder
 
-    return wrap
+def get_method(name: str) -> Method:
+    """The registered :class:`Method` called ``name``; the error lists the registered ones."""
+    if name not in METHODS:
+        raise KeyError(f"unknown method {name!r}; registered methods: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
 
 
 def build(method: str, scale: str | None = None, data: str | Path | None = None, seed: int = 0) -> Built:
     """Build ``method`` at ``scale`` on the clip directory ``data`` (or its in-memory SynthOrchestra world)."""
-    if method not in METHODS:
-        raise KeyError(f"unknown method {method!r}; registered methods: {', '.join(sorted(METHODS))}")
+    spec = get_method(method)
     cfg = get_config(method, scale)
     if data is None and cfg.get("data") is None:
         raise ValueError(f"method {method!r} at scale {cfg['scale']!r} trains on real data: give a clip directory")
-    return METHODS[method](cfg, None if data is None else Path(data), seed)
+    model, step_fn = spec.model(cfg)
+    train, eval_fn = spec.data(cfg, None if data is None else Path(data), seed)
+    return Built(cfg, model, step_fn, train, eval_fn)
 
 
 def make_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
@@ -87,15 +104,28 @@ def train_config(cfg: dict[str, Any], **overrides: Any) -> TrainConfig:
 # ----------------------------------------------------------------------------------- audio-visual correspondence
 
 
-@register("l3", "ave", "avol")
-def _build_avc(cfg: dict[str, Any], data: Path | None, seed: int) -> Built:
-    """L3-Net / AVE-Net / AVOL-Net on AVC pairs (Arandjelović & Zisserman 2017, 2018).
+def _avc_model(cfg: dict[str, Any]) -> tuple[nn.Module, StepFn]:
+    from avlib.avc import build_avc
+
+    net, _, step_fn = build_avc(cfg)
+    return net, step_fn
+
+
+def _avc_example_batch(cfg: dict[str, Any], n: int) -> dict[str, torch.Tensor]:
+    samples = round(cfg["pairs"]["window_seconds"] * cfg["audio"]["sample_rate"])
+    size = int(cfg["image_size"])
+    return {"image": torch.rand(n, 3, size, size), "audio": 0.1 * torch.randn(n, samples), "label": torch.arange(n) % 2}
+
+
+def _avc_data(cfg: dict[str, Any], data: Path | None, seed: int) -> tuple[Dataset, EvalFn]:
+    """AVC pairs for L3-Net / AVE-Net / AVOL-Net (Arandjelović & Zisserman 2017, 2018).
 
     Training pairs follow the config's sampling (``pairs``: window, negative mode, misalignment) with L3's volume
     jitter and image augmentation (:class:`avlib.vision.L3ImageTransform`, scaled to the config's image size);
     evaluation pairs are drawn from held-out clips without augmentation and scored by AVC accuracy (chance: 0.5).
     """
-    from avlib.avc import InMemoryClips, avc_accuracy_on, build_avc
+    from avlib.audio import make_frontend
+    from avlib.avc import InMemoryClips, avc_accuracy_on
     from avlib.data import AVCPairs, ClipDataset, SynthOrchestra
     from avlib.vision import L3ImageTransform
 
@@ -110,7 +140,6 @@ def _build_avc(cfg: dict[str, Any], data: Path | None, seed: int) -> Built:
         rate = int(cfg["audio"]["sample_rate"])
         train_src, eval_src = ClipDataset(data, "train", sample_rate=rate), ClipDataset(data, "test", sample_rate=rate)
         train_clips, eval_clips = range(len(train_src)), range(len(eval_src))
-    net, frontend, step_fn = build_avc(cfg)
     train = AVCPairs(
         train_src,
         **cfg["pairs"],
@@ -130,16 +159,13 @@ def _build_avc(cfg: dict[str, Any], data: Path | None, seed: int) -> Built:
         image_transform=L3ImageTransform(train=False, size=size, resize=resize),
         cache_audio=True,
     )
+    frontend = make_frontend(cfg["audio"])
 
     def eval_fn(model: nn.Module) -> dict[str, float]:
         return {"avc_accuracy": avc_accuracy_on(model, frontend, held_out), "chance": 0.5, "pairs": len(held_out)}
 
-    def example_batch(n: int) -> dict[str, torch.Tensor]:
-        samples = round(cfg["pairs"]["window_seconds"] * cfg["audio"]["sample_rate"])
-        return {
-            "image": torch.rand(n, 3, size, size),
-            "audio": 0.1 * torch.randn(n, samples),
-            "label": torch.arange(n) % 2,
-        }
+    return train, eval_fn
 
-    return Built(cfg, net, step_fn, train, eval_fn, example_batch)
+
+for _name in ("l3", "ave", "avol"):
+    register(_name, Method(_avc_model, _avc_example_batch, _avc_data))
