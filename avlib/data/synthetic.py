@@ -680,18 +680,20 @@ def synthesize_sources(
         lo, hi = tab["midi"][src_cats, 0], tab["midi"][src_cats, 1]
         midi = lo[:, None] + rng.uniform(size=(n_src, max_notes)) * (hi - lo)[:, None]
         velocity = rng.uniform(0.6, 1.0, size=(n_src, max_notes))
-        # note index per sample: one searchsorted over all sources, each source's onsets shifted into its own range
-        big = (np.arange(n_src) * (n / sr + 100.0))[:, None]
-        pos = np.searchsorted((onsets + big).ravel(), (t[None, :] + big).ravel(), side="right").reshape(n_src, n)
-        note = np.clip(pos - 1 - np.arange(n_src)[:, None] * max_notes, 0, max_notes - 1)  # (S, N)
-        rows = np.arange(n_src)[:, None]
-        tau = (t[None, :] - onsets[rows, note]).astype(np.float32)  # time since the note's onset
-        length = dur.astype(np.float32)[rows, note]
-        f_inst = _midi_to_hz(midi)[rows, note]  # float64: the phase is its running sum
+        # note index per sample: note m covers the samples from its onset to the next onset (the first onset is <= 0)
+        onset_samples = np.clip(np.ceil(onsets * sr), 0, n).astype(np.int64)
+        counts = np.diff(np.concatenate([onset_samples, np.full((n_src, 1), n)], 1), axis=1)
+        counts[:, 0] += onset_samples[:, 0]  # samples before a (clipped) first onset belong to the first note
+        per_note = np.stack([onsets, dur, _midi_to_hz(midi), velocity], -1).reshape(n_src * max_notes, 4)
+        per_sample = np.repeat(per_note, counts.ravel(), axis=0).reshape(n_src, n, 4)  # each note's values, (S, N, 4)
+        tau = (t[None, :] - per_sample[..., 0]).astype(np.float32)  # time since the note's onset
+        length = per_sample[..., 1].astype(np.float32)
+        f_inst = per_sample[..., 2]  # float64: the phase is its running sum
         vib_rate = rng.uniform(4.5, 6.5, size=(n_src, 1))
         vib_depth = np.where(sustained, rng.uniform(0.002, 0.008, size=n_src), 0.0)[:, None]
         if sustained.any():  # vibrato on bowed / blown notes
-            f_inst = f_inst * (1.0 + vib_depth * np.sin(2 * np.pi * vib_rate * t[None, :]))
+            vibrato = np.sin((2 * np.pi * vib_rate * t[None, :]).astype(np.float32))
+            f_inst = f_inst * (1.0 + vib_depth.astype(np.float32) * vibrato)
         drop = tab["pitch_drop"][src_cats][:, None].astype(np.float32)
         if drop.any():  # drums start sharp and fall to their pitch
             f_inst = f_inst * (1.0 + drop * np.exp(-tau / np.float32(0.04)))
@@ -722,24 +724,31 @@ def synthesize_sources(
         attack = 1.0 - np.exp(-tau / attack_time.astype(np.float32))
         release = np.clip((length - tau) / np.float32(0.03), 0.0, 1.0)
         decay_rate = np.where(sustained, 0.0, rng.uniform(2.0, 6.0, size=n_src))[:, None].astype(np.float32)  # 1/s
-        env = attack * release * velocity.astype(np.float32)[rows, note]
+        env = attack * release * per_sample[..., 3].astype(np.float32)
         base_decay = np.exp(-decay_rate * tau)  # (S, N)
         step = np.exp(np.float32(-0.35) * decay_rate * tau)
         # tone = Σ_h amp_h · sin(ratio_h · phase) · step^h, evaluated by Horner's rule over the partials
         ratios32, amp32 = ratios.astype(np.float32), amp.astype(np.float32)
         tone = np.zeros((n_src, n), dtype=np.float32)
+        partial = np.empty((n_src, n), dtype=np.float32)
         nyquist_guard = np.float32(0.45 * sr)
         f_inst32 = f_inst.astype(np.float32)
+        f_top = float(f_inst32.max())
         for k in range(ratios.shape[1] - 1, -1, -1):  # partials above 0.45·sr at the current pitch are muted
-            partial = np.sin(ratios32[:, k, None] * phase32) * (ratios32[:, k, None] * f_inst32 < nyquist_guard)
-            tone = tone * step + amp32[:, k, None] * partial
+            np.multiply(ratios32[:, k, None], phase32, out=partial)
+            np.sin(partial, out=partial)
+            if ratios32[:, k].max() * f_top >= nyquist_guard:  # only partials that can reach the guard need it
+                partial *= ratios32[:, k, None] * f_inst32 < nyquist_guard
+            tone *= step
+            tone += amp32[:, k, None] * partial
         tone *= base_decay * env
 
         # band-limited noise (breath / bow / drum skin), shaped in the frequency domain
         freqs = np.fft.rfftfreq(n, 1.0 / sr)
         band = tab["noise_band"][src_cats][:, None] * 2.0 ** rng.uniform(-1.0, 1.0, size=(n_src, 1))
         shape = np.exp(-0.5 * (np.log2(np.maximum(freqs[None], 1.0) / band) / 0.8) ** 2)
-        spectrum = (rng.standard_normal((n_src, freqs.size)) + 1j * rng.standard_normal((n_src, freqs.size))) * shape
+        spectrum = rng.standard_normal((n_src, 2 * freqs.size), dtype=np.float32).view(np.complex64)
+        spectrum *= shape.astype(np.float32)
         shaped = np.fft.irfft(spectrum, n=n, axis=1).astype(np.float32)  # Gaussian noise with that spectral shape
         shaped /= np.sqrt(np.mean(shaped**2, axis=1, keepdims=True)) + 1e-8
         noise_env = np.where(sustained[:, None], env, env * np.exp(-tau / np.float32(0.08)))
