@@ -98,7 +98,7 @@ def cavl_step(model: CAVLNet, batch: dict[str, Tensor], margin: float = 1.0,
         margin: the contrastive margin.
 
     Returns:
-        dict with the scalar ``loss`` and the mean positive / negative alignment scores (floats).
+        dict with the scalar ``loss`` and the mean positive / negative alignment scores (detached scalars).
     """
     out = model(batch["image"], batch["spec"])
     ca, cv = out["centers_a"], out["centers_v"]
@@ -106,4 +106,4 @@ def cavl_step(model: CAVLNet, batch: dict[str, Tensor], margin: float = 1.0,
     scores = torch.stack([alignment_score(ca, cv), alignment_score(ca[neg], cv)], dim=1)  # (B, 2): S_ii, S_neg
     labels = torch.tensor([1.0, 0.0], device=scores.device).expand_as(scores)
     loss = cavl_contrastive_loss(scores, labels, margin=margin)
-    return {"loss": loss, "s_pos": scores[:, 0].mean().item(), "s_neg": scores[:, 1].mean().item()}
+    return {"loss": loss, "s_pos": scores[:, 0].detach().mean(), "s_neg": scores[:, 1].detach().mean()}

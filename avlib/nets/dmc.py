@@ -110,13 +110,13 @@ def dmc_step(model: DMCNet, batch: dict[str, Tensor], margin: float = 1.0,
         margin: Delta of Eq. 8.
 
     Returns:
-        dict with the scalar ``loss`` and, as floats, the mean positive and negative center similarities.
+        dict with the scalar ``loss`` and the mean positive and negative center similarities (detached scalars).
     """
     out = model(batch["image"], batch["spec"])
     ca, cv = out["centers_a"], out["centers_v"]
     neg = sample_negatives(ca.shape[0], generator=generator, device=ca.device)
     loss = dmc_max_margin_loss(ca, cv, ca[neg], margin=margin)
     with torch.no_grad():
-        pos_sim = dmc_center_similarity(ca, cv).mean().item()
-        neg_sim = dmc_center_similarity(ca[neg], cv).mean().item()
+        pos_sim = dmc_center_similarity(ca, cv).mean()
+        neg_sim = dmc_center_similarity(ca[neg], cv).mean()
     return {"loss": loss, "pos_sim": pos_sim, "neg_sim": neg_sim}
