@@ -275,7 +275,7 @@ def _smooth_noise(rng: np.random.Generator, n: int, size: int, grid: int, channe
     interp = np.zeros((size, grid), dtype=np.float32)  # (size, grid) bilinear interpolation matrix
     interp[np.arange(size), lo] = 1 - frac
     interp[np.arange(size), lo + 1] += frac
-    return np.einsum("hg,ncgk,wk->nchw", interp, lattice, interp, optimize=True)
+    return interp @ lattice @ interp.T  # (size, grid) · (n, c, grid, grid) · (grid, size)
 
 
 class SynthOrchestra:
