@@ -91,7 +91,8 @@ class _Frontend(nn.Module):
                          if self.input_sample_rate != self.sample_rate else nn.Identity())
 
     def prepare(self, wave: Tensor) -> Tensor:
-        """``(N,)``, ``(B, N)`` or ``(B, C, N)`` waveforms at ``input_sample_rate`` → ``(B, N')`` at ``sample_rate``."""
+        """``(N,)``, ``(B, N)`` or ``(B, C, N)`` waveforms at ``input_sample_rate`` → float32 ``(B, N')`` at
+        ``sample_rate``."""
         if not torch.is_tensor(wave) or not wave.is_floating_point():
             raise TypeError(f"{self._name}: expected a floating-point waveform tensor; got {type(wave).__name__}"
                             f"{'' if not torch.is_tensor(wave) else ' of dtype ' + str(wave.dtype)}")
@@ -103,7 +104,7 @@ class _Frontend(nn.Module):
             raise ValueError(f"{self._name}: waveform must be (N,), (B, N) or (B, C, N); got {tuple(wave.shape)}")
         if not torch.isfinite(wave).all():
             raise ValueError(f"{self._name}: the waveform contains NaN or inf")
-        wave = self.resample(wave)
+        wave = self.resample(wave.to(torch.float32))  # windows and filterbanks are float32 (half/bf16/float64 in)
         if wave.shape[-1] < self.min_samples:
             raise ValueError(
                 f"{self._name}: the waveform has {wave.shape[-1]} samples at {self.sample_rate} Hz "

@@ -146,6 +146,13 @@ def test_stereo_is_downmixed_and_batch_independent():
     torch.testing.assert_close(fe(x.mean(1))[1:2], single)  # no batch-level state
 
 
+def test_other_float_dtypes_are_computed_in_float32():
+    x = torch.from_numpy(_noise(16000, seed=6))
+    ref = VGGishLogMel()(x)
+    torch.testing.assert_close(VGGishLogMel()(x.double()), ref)
+    assert VGGishLogMel()(x.half()).dtype == torch.float32
+
+
 def test_wrong_rate_is_resampled():
     t = torch.arange(16000) / 16000
     tone = torch.sin(2 * torch.pi * 1000 * t)[None]  # 1 kHz at 16 kHz
