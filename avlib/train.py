@@ -68,7 +68,9 @@ class TrainConfig:
     ``batch_size`` is per process (under DDP the global batch is ``batch_size * world_size``); it may be left ``None``
     when ``data`` is a DataLoader. ``ckpt_every = 0`` writes a checkpoint only at the end. ``resume`` continues from
     ``out_dir/last.pt`` when it exists and starts afresh otherwise. ``live_plot = None`` means: live loss curve when
-    running inside a Jupyter kernel, none otherwise.
+    running inside a Jupyter kernel, none otherwise. ``compile``: ``True`` compiles the model with torch.compile's
+    default backend (inductor), a string names another backend. ``meta`` is stored in each checkpoint as it is (the
+    command line records the method, scale, data and seed there).
     """
 
     steps: int
@@ -86,7 +88,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     clip_grad: float | None = None
-    compile: bool = False
+    compile: bool | str = False
     channels_last: bool = False
     live_plot: bool | None = None
     progress: bool = True
@@ -519,7 +521,7 @@ def fit(
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
-        net = torch.compile(net)
+        net = torch.compile(net, backend=cfg.compile if isinstance(cfg.compile, str) else "inductor")
     amp = functools.partial(autocast, device, precision)
 
     live = _LivePlot() if is_main and (in_notebook() if cfg.live_plot is None else cfg.live_plot) else None
@@ -565,7 +567,9 @@ def fit(
     def checkpoint(step: int) -> None:
         nonlocal last_good
         flush()
-        bad = [name for name, p in unwrap(model).named_parameters() if not torch.isfinite(p).all()]
+        named = list(unwrap(model).named_parameters())
+        finite = torch.stack([torch.isfinite(p).all() for _, p in named]).tolist()  # one device sync
+        bad = [name for (name, _), ok in zip(named, finite, strict=True) if not ok]
         if bad:
             raise NonFiniteLossError(
                 f"parameter {bad[0]} is not finite at step {step}; checkpoint not written; "

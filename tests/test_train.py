@@ -210,6 +210,38 @@ def test_history_jsonl_and_schedule(tmp_path):
     assert rows[-1]["loss"] < rows[0]["loss"]
 
 
+def test_live_plot_shows_then_leaves_the_final_curve(monkeypatch):
+    import IPython.display
+
+    shown, updates = [], []
+
+    class Handle:
+        def update(self, obj):
+            updates.append(obj)
+
+    def display(obj, display_id=False):
+        shown.append(obj)
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    _, result = run_tiny(None, step_fn=plain_step, live_plot=True, steps=12, log_every=5)
+    assert len(shown) == 1  # one output, updated in place
+    final = updates[-1]
+    assert list(final.data[0].x) == list(range(1, 13)) and list(final.data[0].y) == [h["loss"] for h in result.history]
+    _, quiet = run_tiny(None, step_fn=plain_step, steps=2)  # live_plot=None: off outside a Jupyter kernel
+    assert len(shown) == 1
+
+
+def test_compiled_model_trains_and_checkpoints_plain_weights(tmp_path):
+    # The "eager" backend runs TorchDynamo's capture without code generation: the engine's compile path, fast.
+    run_tiny(tmp_path / "c", step_fn=plain_step, compile="eager", steps=6, dropout=0.0)
+    plain, _ = run_tiny(tmp_path / "p", step_fn=plain_step, steps=6, dropout=0.0)
+    saved = weights(tmp_path / "c" / "last.pt")
+    assert saved.keys() == plain.state_dict().keys()  # no "_orig_mod." prefixes
+    for k, v in plain.state_dict().items():
+        torch.testing.assert_close(saved[k], v)
+
+
 def test_lr_schedules():
     cfg = TrainConfig(steps=10, schedule="step", milestones=(4, 8), gamma=0.5)
     assert [lr_multiplier(s, cfg) for s in range(10)] == [1] * 4 + [0.5] * 4 + [0.25] * 2
