@@ -61,14 +61,20 @@ def vggish_mel_matrix(n_mels: int = 64, n_freqs: int = 257, sample_rate: int = 1
     return weights.to(torch.float32)
 
 
-def log_frequency_matrix(n_in: int, n_out: int) -> Tensor:
+def log_frequency_matrix(n_in: int, n_out: int, base: float = 21.0) -> Tensor:
     """``(n_out, n_in)`` linear-interpolation weights that resample ``n_in`` linear-frequency bins (DC … Nyquist) onto
-    ``n_out`` exponentially spaced positions ``p_j = n_in^(j / (n_out - 1)) - 1`` (bin 0 … bin n_in - 1), the
-    log-frequency warp of Sound of Pixels that CAVL adopts."""
+    ``n_out`` exponentially spaced positions ``p_j = (base^(j / (n_out - 1)) - 1) / (base - 1) · (n_in - 1)``.
+
+    This is the log-frequency warp of Sound of Pixels (Zhao et al. 2018; its sampling grid uses base 21), the
+    separation work CAVL builds on: low frequencies get more rows, the top bin stays at Nyquist. CAVL does not state
+    its warp; this is our choice."""
     if n_in < 2 or n_out < 2:
         raise ValueError(f"log_frequency_matrix: need n_in, n_out >= 2; got {n_in}, {n_out}")
-    pos = torch.pow(torch.tensor(float(n_in), dtype=torch.float64), torch.linspace(0, 1, n_out, dtype=torch.float64))
-    pos = (pos - 1.0).clamp(0.0, n_in - 1.0)
+    if base <= 1:
+        raise ValueError(f"log_frequency_matrix: base must be > 1; got {base}")
+    grid = torch.linspace(0, 1, n_out, dtype=torch.float64)
+    pos = ((torch.pow(torch.tensor(float(base), dtype=torch.float64), grid) - 1.0) / (base - 1.0) * (n_in - 1))
+    pos = pos.clamp(0.0, n_in - 1.0)
     lo = pos.floor().long().clamp(max=n_in - 2)
     frac = pos - lo
     w = torch.zeros(n_out, n_in, dtype=torch.float64)
@@ -227,7 +233,7 @@ class CAVLLogFrequency(_Frontend):
 
     11.025 kHz (Sound of Pixels' rate); STFT with a periodic Hann window of 1022 samples (FFT 1022 → 512 bins), hop 256,
     centred with zero padding after the clip is zero-padded to a whole number of hops; the 512 linear bins are resampled
-    onto 512 log-spaced ones (:func:`log_frequency_matrix`); then ``log(x + eps)``.
+    onto 512 log-spaced ones (:func:`log_frequency_matrix`, Sound of Pixels' warp); then ``log(x + eps)``.
 
     Input ``(B, N)``; output ``(B, 1, freq_bins, T)`` with ``T = 1 + ceil(N / 256)`` → ``(B, 1, 512, 432)`` for 10 s.
     """

@@ -125,7 +125,7 @@ def test_cavl_log_frequency_matches_reference():
     assert ours.shape == (1, 1, 512, 432)
     padded = np.pad(x.astype(np.float64), ((0, 0), (511, 511 + (-n) % 256)))
     mag = _stft_mag(padded, 1022, 256, 1022)[0]  # (T, 512)
-    pos = 512.0 ** np.linspace(0, 1, 512) - 1.0  # log-spaced bin positions, DC ... Nyquist
+    pos = (21.0 ** np.linspace(0, 1, 512) - 1.0) / 20.0 * 511  # Sound of Pixels' log-frequency grid, DC ... Nyquist
     warped = np.stack([np.interp(pos, np.arange(512), frame) for frame in mag], 1)  # (512, T)
     np.testing.assert_allclose(ours[0, 0], np.log(warped + 1e-6), atol=2e-3, rtol=1e-4)
 
