@@ -49,8 +49,12 @@ def test_disk_round_trip_gives_identical_tensors(written, world):
             else:
                 assert a[key] == value, key
     assert len(ClipDataset(written, split="test")) == 2 and len(ClipDataset(written)) == 6
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="already exists"):
         write_clips(world, written, [0])
+    with pytest.raises(FileExistsError, match="prefix"):
+        write_clips(world, written, [0], append=True)
+    write_clips(SynthOrchestra(size=2, seed=9, duration=0.5), written, [0], append=True, prefix="other")
+    assert ClipDataset(written)[6]["id"] == "other000000"
 
 
 def test_avc_pairs_read_the_same_from_disk_and_memory(written, world):

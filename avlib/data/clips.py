@@ -104,21 +104,29 @@ class SynthClips(Dataset):
 
 
 def write_clips(world: SynthOrchestra, root: str | os.PathLike, indices: Sequence[int] | None = None,
-                frames: Sequence[int] | None = None, split: str = "train", append: bool = False) -> Path:
+                frames: Sequence[int] | None = None, split: str = "train", append: bool = False,
+                prefix: str = "synth") -> Path:
     """Write scenes of ``world`` as clips under ``root`` (audio as float32 WAV, frames as PNG, one manifest row each).
 
-    ``append=True`` adds rows to an existing manifest (e.g. another split); otherwise an existing manifest is an error.
-    Returns the manifest path.
+    Clip ``i`` gets the id ``f"{prefix}{i:06d}"``. ``append=True`` adds rows to an existing manifest (e.g. another
+    split, or another world under another ``prefix``); an existing manifest without ``append``, or an id that is already
+    in it, is an error. Returns the manifest path.
     """
     root = Path(root)
     manifest = root / MANIFEST
     if manifest.exists() and not append:
         raise FileExistsError(f"write_clips: {manifest} already exists (pass append=True to add clips)")
     indices = range(len(world)) if indices is None else indices
+    ids = [f"{prefix}{int(i):06d}" for i in indices]
+    if manifest.exists():
+        taken = sorted({row["id"] for row in read_manifest(root)} & set(ids))
+        if taken:
+            raise FileExistsError(f"write_clips: {manifest} already has clips {taken[:3]}... "
+                                  f"(write this world with another prefix=)")
     rows = []
-    for i in indices:
+    for i, clip_id in zip(indices, ids, strict=True):
         scene = world.scene(int(i), frames=frames)
-        item = scene_item(scene, clip_id=f"synth{int(i):06d}", split=split)
+        item = scene_item(scene, clip_id=clip_id, split=split)
         rel = Path("clips") / item["id"]
         (root / rel / "frames").mkdir(parents=True, exist_ok=True)
         sf.write(root / rel / "audio.wav", item["audio"].numpy(), scene.sample_rate, subtype="FLOAT")
