@@ -57,6 +57,17 @@ def test_disk_round_trip_gives_identical_tensors(written, world):
     assert ClipDataset(written)[6]["id"] == "other000000"
 
 
+def test_frame_selection_middle_and_none(written, world):
+    full = ClipDataset(written)[2]
+    middle = ClipDataset(written, frames="middle")[2]
+    assert middle["frame_indices"].tolist() == [20] and torch.equal(middle["frames"][0], full["frames"][2])
+    assert torch.equal(middle["boxes"][0], full["boxes"][2])
+    audio_only = ClipDataset(written, frames="none")[2]
+    assert "frames" not in audio_only and torch.equal(audio_only["audio"], full["audio"])
+    with pytest.raises(ValueError, match="frames must be"):
+        ClipDataset(written, frames="first")
+
+
 def test_avc_pairs_read_the_same_from_disk_and_memory(written, world):
     disk = AVCPairs(ClipDataset(written, split="train"), 0.6, negative_mode="frame_aligned", seed=2)
     batch = disk.batch(range(8))

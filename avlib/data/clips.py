@@ -196,7 +196,8 @@ class ClipDataset(Dataset):
         split: keep only rows of this split (``None``: all).
         sample_rate: resample every clip's audio to this rate (default: the first clip's rate); stereo files are
             down-mixed to mono.
-        load_frames: ``False`` skips images (audio-only use).
+        frames: which stored frames each item loads: ``"all"``, ``"middle"`` (the middle stored frame, as DMC and
+            DSOL sample one image per clip) or ``"none"`` (audio only).
         check_files: verify at construction that every referenced file exists (all problems reported at once).
 
     Items are dicts like :func:`scene_item`'s: ``frames (T,3,H,W)`` float32 in [0, 1], ``frame_indices (T,)``,
@@ -206,7 +207,9 @@ class ClipDataset(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, split: str | None = None, sample_rate: int | None = None,
-                 load_frames: bool = True, check_files: bool = True) -> None:
+                 frames: str = "all", check_files: bool = True) -> None:
+        if frames not in ("all", "middle", "none"):
+            raise ValueError(f"ClipDataset: frames must be 'all', 'middle' or 'none'; got {frames!r}")
         self.root = Path(root)
         rows = read_manifest(self.root)
         if split is not None:
@@ -216,10 +219,11 @@ class ClipDataset(Dataset):
         self.rows = rows
         self.split = split
         self.sample_rate = int(sample_rate or rows[0]["sample_rate"])
-        self.load_frames = bool(load_frames)
+        self.frames = frames
         if check_files:
             missing = [f"clip {r['id']!r}: missing file {self.root / p}" for r in rows
-                       for p in [r["audio"], *(r["frames"] if load_frames else [])] if not (self.root / p).is_file()]
+                       for p in [r["audio"], *(r["frames"] if frames != "none" else [])]
+                       if not (self.root / p).is_file()]
             if missing:
                 raise ClipFormatError(f"{len(missing)} missing file(s) under {self.root}:\n" + "\n".join(missing))
 
@@ -253,9 +257,10 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, j: int) -> dict:
         row = self.rows[j]
+        keep = self._kept_frames(row)
         item: dict = {
             "id": row["id"],
-            "frame_indices": torch.tensor(row["frame_indices"], dtype=torch.int64),
+            "frame_indices": torch.tensor([row["frame_indices"][p] for p in keep], dtype=torch.int64),
             "audio": self._read_audio(row),
             "sample_rate": self.sample_rate,
             "fps": float(row["fps"]),
@@ -263,8 +268,8 @@ class ClipDataset(Dataset):
             "split": row["split"],
             "label": int(row["label"]) if row.get("label") is not None else -1,
         }
-        if self.load_frames:
-            item["frames"] = torch.stack([self._read_frame(row, p) for p in row["frames"]]) if row["frames"] else (
+        if self.frames != "none":
+            item["frames"] = torch.stack([self._read_frame(row, row["frames"][p]) for p in keep]) if keep else (
                 torch.zeros(0, 3, 0, 0))
         for key, dtype in (("categories", torch.int64), ("sounding", torch.bool), ("source_categories", torch.int64)):
             if row.get(key) is not None:
@@ -273,8 +278,16 @@ class ClipDataset(Dataset):
             item["n_sources"] = int(row["n_sources"])
         if row.get("boxes") is not None:
             n_obj = len(row.get("categories") or []) or (len(row["boxes"][0]) if row["boxes"] else 0)
-            item["boxes"] = torch.tensor(row["boxes"], dtype=torch.float32).reshape(len(row["frames"]), n_obj, 4)
+            boxes = torch.tensor(row["boxes"], dtype=torch.float32).reshape(len(row["frames"]), n_obj, 4)
+            item["boxes"] = boxes[keep]
         return item
+
+    def _kept_frames(self, row: dict) -> list[int]:
+        """Positions (in the row's frame list) of the frames an item carries."""
+        n = len(row["frames"])
+        if self.frames == "middle":
+            return [n // 2] if n else []
+        return list(range(n))
 
     def scan(self) -> None:
         """Decode every clip's audio and images; raise one :class:`ClipFormatError` listing all unreadable clips."""
@@ -282,7 +295,7 @@ class ClipDataset(Dataset):
         for row in self.rows:
             try:
                 self._read_audio(row)
-                if self.load_frames:
+                if self.frames != "none":
                     for p in row["frames"]:
                         self._read_frame(row, p)
             except ClipFormatError as e:
