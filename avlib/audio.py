@@ -127,7 +127,8 @@ class L3LogSpectrogram(_Frontend):
     512 → 257 frequency bins; no centring, so 1 s gives 199 frames; then ``log(|X| + eps)``.
 
     Input ``(B, N)`` at ``input_sample_rate``; output ``(B, 1, 257, T)`` with ``T = 1 + (N - 480) // 240``
-    (``(B, 1, 257, 199)`` for one second).
+    (``(B, 1, 257, 199)`` for one second). Objects that Sound quotes 257 × 200 for the same recipe; we follow L3's
+    count of 199 windows, which is what un-padded framing gives.
     """
 
     def __init__(self, sample_rate: int = 48000, win_length: int = 480, hop_length: int = 240, n_fft: int = 512,
