@@ -338,8 +338,7 @@ class SynthOrchestra:
             if val < 0:
                 raise ValueError(f"{name} must be >= 0; got {val!r}")
         self.categories = default_categories(int(n_categories))
-        max_objects = max(sum(_FAMILY_COUNTS[f]) + (0 if f == "mosaic" else n_silent) for f in fams)
-        if max_objects > len(self.categories) and "mosaic" in fams:
+        if "mosaic" in fams and len(self.categories) < 4:
             raise ValueError(f"mosaic scenes need 4 distinct categories; n_categories={n_categories}")
         self.families = fams
         self.size = int(size)
@@ -411,8 +410,9 @@ class SynthOrchestra:
             "formant": np.array([c.formant for c in cats]),
         }
 
-    def _rng(self, index: int, stream: int, *extra: int) -> np.random.Generator:
-        return np.random.default_rng(np.random.SeedSequence([self.seed, index, stream, *extra]))
+    def _rng(self, index: int, stream: int) -> np.random.Generator:
+        """Generator of random stream ``stream`` (0: layout, 1: sensor noise) of scene ``index``."""
+        return np.random.default_rng(np.random.SeedSequence([self.seed, index, stream]))
 
     # ------------------------------------------------------------------ scene layout
     def layout(self, index: int) -> dict:
@@ -446,7 +446,7 @@ class SynthOrchestra:
         # placement: objects go to distinct cells of a jittered grid (2x2 up to four objects, 3x3 beyond); the mosaic
         # is the 2x2 grid itself with one object per quadrant, each quadrant with its own background.
         if family == "mosaic":
-            grid, cells = 2, np.arange(4)[: max(n_obj, 0)]
+            grid, cells = 2, np.arange(4)[:n_obj]
         elif n_obj <= 1:
             grid, cells = 1, np.zeros(n_obj, dtype=int)
         else:
