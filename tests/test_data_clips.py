@@ -191,6 +191,12 @@ def test_stereo_and_other_rates_are_downmixed_and_resampled(written):
     assert at_48k[1]["audio"].shape[0] == at_48k.clip_samples(1) == 3 * mono.shape[0]
 
 
+def test_clip_too_short_for_the_window_is_named(written):
+    pairs = AVCPairs(ClipDataset(written), window_seconds=1.5)
+    with pytest.raises(ValueError, match=r"clip 'synth0000\d\d' of .*: 1.200 s of audio .* too short"):
+        pairs[0]
+
+
 def test_silent_clip_flows_through_frontends_without_nan(tmp_path):
     world = SynthOrchestra(size=2, duration=1.0, seed=4)
     write_clips(world, tmp_path, [0, 1])

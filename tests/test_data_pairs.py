@@ -79,11 +79,14 @@ def _click_score(audio: np.ndarray, window: int) -> np.ndarray:
     return (audio[:, idx] - audio[:, idx + 1]).mean(1)
 
 
-@pytest.mark.parametrize("mode, artifact, lo, hi", [
-    ("naive", 0.01, 0.65, 1.0),  # the shortcut: alignment alone separates positives from negatives
-    ("frame_aligned", 0.01, 0.4, 0.6),  # Objects that Sound's fix: the same detector is at chance
-    ("naive", 0.0, 0.4, 0.6),  # without the artifact there is nothing to detect
-])
+@pytest.mark.parametrize(
+    "mode, artifact, lo, hi",
+    [
+        ("naive", 0.01, 0.65, 1.0),  # the shortcut: alignment alone separates positives from negatives
+        ("frame_aligned", 0.01, 0.4, 0.6),  # Objects that Sound's fix: the same detector is at chance
+        ("naive", 0.0, 0.4, 0.6),  # without the artifact there is nothing to detect
+    ],
+)
 def test_frame_artifact_shortcut_exists_only_with_naive_negatives(mode, artifact, lo, hi):
     world = SynthOrchestra(size=40, duration=2.0, frame_artifact=artifact, seed=0)
     batch = AVCPairs(world, 1.0, negative_mode=mode, cache_audio=True, length=200).batch(range(200))
@@ -118,7 +121,7 @@ def test_image_transform_is_reproducible(world):
 
 def test_bad_arguments_and_too_short_clips():
     short = SynthOrchestra(size=4, duration=0.5, seed=0)
-    with pytest.raises(ValueError, match=r"clip \d+: 0.500 s of audio .* too short"):
+    with pytest.raises(ValueError, match=r"scene \d+ \(seed 0\): 0.500 s of audio .* too short"):
         AVCPairs(short, 1.0)[0]
     with pytest.raises(ValueError, match="negative_mode"):
         AVCPairs(short, 0.2, negative_mode="aligned")

@@ -308,6 +308,10 @@ class ClipDataset(Dataset):
         """Video frame numbers stored for clip ``j``."""
         return np.asarray(self.rows[j]["frame_indices"], dtype=np.int64)
 
+    def clip_name(self, j: int) -> str:
+        """How errors name clip ``j``: its id and the dataset root."""
+        return f"clip {self.rows[j]['id']!r} of {self.root}"
+
     def clip_fps(self, j: int) -> float:
         """Frame rate of clip ``j``'s frame numbering."""
         return float(self.rows[j]["fps"])

@@ -48,6 +48,8 @@ class ClipSource(Protocol):
 
     def get_audio(self, index: int) -> torch.Tensor: ...
 
+    # optional: ``clip_name(index) -> str`` names a clip in error messages
+
 
 class AVCPairs(Dataset):
     """Balanced AVC pairs drawn from a :class:`ClipSource` (e.g. a ``SynthOrchestra`` world).
@@ -133,8 +135,9 @@ class AVCPairs(Dataset):
         ok = (start >= 0) & (start + self.window <= n_samples)
         if not ok.any():
             need = self.window / self.sample_rate
+            name = self.world.clip_name(clip) if hasattr(self.world, "clip_name") else f"clip {clip}"
             raise ValueError(
-                f"clip {clip}: {n_samples / self.sample_rate:.3f} s of audio ({frames.size} frames) is too short for "
+                f"{name}: {n_samples / self.sample_rate:.3f} s of audio ({frames.size} frames) is too short for "
                 f"a {need:.3f} s window centred on a frame (it needs {need:.3f} s of audio with a frame at the middle)"
             )
         return frames[ok], centers[ok]

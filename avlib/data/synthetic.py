@@ -626,6 +626,10 @@ class SynthOrchestra:
         """Video frame numbers of clip ``index``: ``0 … num_frames - 1`` for every scene."""
         return np.arange(self.num_frames)
 
+    def clip_name(self, index: int) -> str:
+        """How errors name clip ``index``."""
+        return f"SynthOrchestra scene {index} (seed {self.seed})"
+
     def clip_fps(self, index: int) -> float:
         """Frame rate of clip ``index`` (the world's ``fps``)."""
         return self.fps
