@@ -211,23 +211,39 @@ def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> 
     return batch
 
 
+class StepModule(nn.Module):
+    """``step_fn`` as a module: ``StepModule(model, step_fn)(batch) == step_fn(model, batch)``.
+
+    The engine wraps this (not the bare model) in DistributedDataParallel and torch.compile, so that a step function
+    may call any method of the model (``model.embed_audio``, ``model.correspondence_logit``, ...) and still get DDP's
+    gradient synchronisation and a compiled graph for the whole loss.
+    """
+
+    def __init__(self, model: nn.Module, step_fn: StepFn) -> None:
+        super().__init__()
+        self.model = model
+        self.step_fn = step_fn
+
+    def forward(self, batch: Any) -> Mapping[str, Any]:
+        return self.step_fn(self.model, batch)
+
+
 def train_step(
-    model: nn.Module,
-    step_fn: StepFn,
+    step: nn.Module,
     batch: Any,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     amp: Callable[[], AbstractContextManager],
     clip_grad: float | None = None,
 ) -> dict[str, Any]:
-    """One optimisation step: forward under ``amp()`` (an autocast factory), (scaled) backward, optional clipping,
-    optimiser and scaler step.
+    """One optimisation step of ``step`` (a :class:`StepModule`, maybe wrapped in DDP / torch.compile): forward under
+    ``amp()`` (an autocast factory), (scaled) backward, optional clipping, optimiser and scaler step.
 
     Returns the step function's outputs, detached (still on the device); ``grad_norm`` is added when clipping.
     """
     optimizer.zero_grad(set_to_none=True)
     with amp():
-        out = dict(step_fn(model, batch))
+        out = dict(step(batch))
     if "loss" not in out:
         raise KeyError("step_fn must return a dict with a 'loss' entry")
     loss = out["loss"]
@@ -238,7 +254,7 @@ def train_step(
     scaler.scale(loss.reshape(())).backward()
     if clip_grad is not None:
         scaler.unscale_(optimizer)
-        out["grad_norm"] = nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        out["grad_norm"] = nn.utils.clip_grad_norm_(step.parameters(), clip_grad)
     scaler.step(optimizer)
     scaler.update()
     return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
@@ -291,10 +307,12 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, map_locati
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside DDP and/or torch.compile wrappers."""
+    """The plain module inside DDP, torch.compile and :class:`StepModule` wrappers."""
     while True:
         if isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
+        elif isinstance(model, StepModule):
+            model = model.model
         elif hasattr(model, "_orig_mod"):
             model = model._orig_mod
         else:
@@ -517,9 +535,9 @@ def fit(
             stale.unlink(missing_ok=True)
         _write_jsonl(metrics_path, history)
 
-    net: nn.Module = model
+    net: nn.Module = StepModule(model, step_fn)
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net, backend=cfg.compile if isinstance(cfg.compile, str) else "inductor")
     amp = functools.partial(autocast, device, precision)
@@ -609,9 +627,7 @@ def fit(
         while step < cfg.steps:
             batch = next(stream)
             lr = optimizer.param_groups[0]["lr"]
-            out = train_step(
-                net, step_fn, to_device(batch, device, cfg.channels_last), optimizer, scaler, amp, cfg.clip_grad
-            )
+            out = train_step(net, to_device(batch, device, cfg.channels_last), optimizer, scaler, amp, cfg.clip_grad)
             scheduler.step()
             step += 1
             pending.append((step, lr, out))

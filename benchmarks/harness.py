@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from avlib.runtime import select_device
-from avlib.train import StepFn, autocast, resolve_precision, to_device, train_step
+from avlib.train import StepFn, StepModule, autocast, resolve_precision, to_device, train_step
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -127,7 +127,8 @@ def benchmark_model(
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if compile else model
+    step = StepModule(model, step_fn)
+    net = torch.compile(step) if compile else step
     batch = to_device(batch, dev, channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
     scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
@@ -136,7 +137,7 @@ def benchmark_model(
         return autocast(dev, precision)
 
     def one_step() -> None:
-        train_step(net, step_fn, batch, optimizer, scaler, amp)
+        train_step(net, batch, optimizer, scaler, amp)
 
     net.train()
     if dev.type == "cuda":
