@@ -162,9 +162,9 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(result.seconds, 3),
         "world_size": result.world_size,
     }
-    if not args.no_eval and int(os.environ.get("RANK", "0")) == 0:
-        summary["eval"] = built.eval_fn(built.model)
     if int(os.environ.get("RANK", "0")) == 0:
+        if not args.no_eval:
+            summary["eval"] = built.eval_fn(built.model)
         (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -202,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"avlib: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    print(json.dumps(result, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one report
+        print(json.dumps(result, indent=2))
     return 0
 
 
