@@ -291,7 +291,8 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, model: nn.Module | None = None, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by ``fit``; with ``model``, also load its weights. Errors name the file."""
+    """Read a checkpoint written by ``fit`` (a file, or a run directory holding ``last.pt``); with ``model``, also load
+    its weights. Errors name the file. Checkpoints carry pickled RNG states: load only files you trust."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
