@@ -117,19 +117,21 @@ def train_avc(
     seed: int = 0,
     steps: int | None = None,
     progress: bool = False,
+    net: nn.Module | None = None,
     **pairs: Any,
 ) -> tuple[nn.Module, nn.Module, Any]:
     """Train the AVC method of ``cfg`` on pairs drawn from ``source``'s ``clips`` with ``avlib.train.fit``.
 
-    ``pairs`` overrides ``cfg["pairs"]`` (``negative_mode``, ``misalign``, ``window_seconds``). The net is initialised
-    from ``seed``; each step sees fresh pairs (the pair set holds ``steps * batch_size`` items). Returns
-    ``(net, frontend, TrainResult)``.
+    ``pairs`` overrides ``cfg["pairs"]`` (``negative_mode``, ``misalign``, ``window_seconds``). The net is built from
+    ``cfg`` and initialised from ``seed``, or ``net`` is trained further (e.g. an AVOL-Net made from an AVE-Net). Each
+    step sees fresh pairs (the pair set holds ``steps * batch_size`` items). Returns ``(net, frontend, TrainResult)``.
     """
     from avlib.train import TrainConfig, fit
 
     steps = int(steps or cfg["steps"])
     torch.manual_seed(seed)
-    net, frontend, step_fn = build_avc(cfg)
+    built, frontend, step_fn = build_avc(cfg)
+    net = built if net is None else net
     pair_cfg = {**cfg["pairs"], **pairs}
     data = AVCPairs(source, clips=clips, length=steps * cfg["batch_size"], volume_jitter=cfg["volume_jitter"],
                     seed=seed, **pair_cfg)

@@ -55,6 +55,7 @@ class AVENet(nn.Module):
         fc3_threshold: float = math.sqrt(2.0),
     ) -> None:
         super().__init__()
+        self.widths, self.embed_dim, self.first_stride = tuple(widths), int(embed_dim), int(first_stride)
         self.vision = VGGSubnet(3, widths, first_stride)
         self.audio = VGGSubnet(1, widths, first_stride)
         self.vision_fc = _embedding_head(self.vision.out_dim, embed_dim)
@@ -135,6 +136,46 @@ class AVOLNet(nn.Module):
         with torch.no_grad():
             self.calibration.weight.fill_(calibration_init[0])
             self.calibration.bias.fill_(calibration_init[1])
+
+    @classmethod
+    def from_avenet(cls, ave: AVENet, calibration_init: tuple[float, float] = (1.0, 0.0)) -> AVOLNet:
+        """An AVOL-Net that starts from a trained AVE-Net: the same trunks and audio head, and the vision head's fc1/fc2
+        reshaped into the 1×1 convolutions conv5/conv6 (Fig. 4 builds AVOL-Net from AVE-Net exactly this way).
+
+        Applied at every position, conv5/conv6 compute what fc1/fc2 computed on the pooled vector, so the map starts
+        out as AVE-Net's embedding evaluated everywhere (before normalisation).
+        """
+        net = cls(ave.widths, ave.embed_dim, ave.first_stride, calibration_init)
+        net.vision.load_state_dict(ave.vision.state_dict())
+        net.audio.load_state_dict(ave.audio.state_dict())
+        net.audio_fc.load_state_dict(ave.audio_fc.state_dict())
+        with torch.no_grad():
+            for conv_idx in (0, 2):
+                fc = ave.vision_fc[conv_idx]
+                net.vision_conv[conv_idx].weight.copy_(fc.weight[:, :, None, None])
+                net.vision_conv[conv_idx].bias.copy_(fc.bias)
+        return net
+
+    @torch.no_grad()
+    def calibrate_(self, image: torch.Tensor, spec: torch.Tensor, label: torch.Tensor, iters: int = 30) -> None:
+        """Data-dependent initialisation of the calibration conv7: fit ``label ~ sigmoid(w · s + b)``, where ``s (B,)``
+        is the largest scalar product of each pair, by Newton's method on the (convex) logistic loss.
+
+        Useful when the embeddings come from elsewhere (:meth:`from_avenet`): their scalar products have no natural
+        scale, and a badly scaled conv7 makes the first steps of training undo what the embeddings know.
+        """
+        sim = torch.einsum("bchw,bc->bhw", self.embed_image_map(image), self.embed_audio(spec)).amax(dim=(1, 2))
+        x = torch.stack([sim.double(), torch.ones_like(sim, dtype=torch.float64)], dim=1)  # (B, 2)
+        y = label.double()
+        theta = torch.zeros(2, dtype=torch.float64)
+        ridge = 1e-6 * torch.eye(2, dtype=torch.float64)
+        for _ in range(iters):
+            p = torch.sigmoid(x @ theta)
+            grad = x.T @ (p - y)
+            hess = (x * (p * (1 - p))[:, None]).T @ x + ridge
+            theta -= torch.linalg.solve(hess, grad)
+        self.calibration.weight.fill_(float(theta[0]))
+        self.calibration.bias.fill_(float(theta[1]))
 
     def embed_image_map(self, image: torch.Tensor) -> torch.Tensor:
         """Per-position visual descriptors ``(B, embed_dim, H', W')`` of ``image (B, 3, H, W)``."""
