@@ -85,3 +85,19 @@ def test_quick_config_step():
     out = cavl_step(model, batch, margin=cfg["margin"])
     out["loss"].backward()
     assert torch.isfinite(out["loss"])
+
+
+def test_localize_contrast_matches_loop():
+    g = torch.Generator().manual_seed(4)
+    b, kv, d = 4, 2, 5
+    out = {"centers_a": torch.randn(b, 1, d, generator=g), "centers_v": torch.randn(b, kv, d, generator=g),
+           "visual_map": torch.rand(b, kv, 3, 3, generator=g)}
+    loc = CAVLNet.localize(out, mode="contrast")
+    for i in range(b):
+        scores = []
+        for j in range(kv):
+            pos = float((out["centers_a"][i, 0] - out["centers_v"][i, j]).norm())
+            others = [float((out["centers_a"][a, 0] - out["centers_v"][i, j]).norm()) for a in range(b) if a != i]
+            scores.append(sum(others) / len(others) - pos)
+        assert int(loc["related_index"][i]) == max(range(kv), key=scores.__getitem__)
+        assert abs(float(loc["score"][i].max()) - max(scores)) < 1e-5

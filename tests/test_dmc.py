@@ -97,8 +97,10 @@ def test_localize_picks_the_center_most_like_the_sound():
 def test_quick_config_builds_and_trains_a_step():
     cfg = get_config("dmc", "quick")
     model = DMCNet(**cfg["net"])
-    batch = {"image": torch.rand(4, 3, cfg["image_size"], cfg["image_size"]) * 2 - 1,
-             "spec": torch.randn(4, 1, cfg["audio"]["frames"], cfg["audio"]["n_mels"])}
+    batch = {
+        "image": torch.rand(4, 3, cfg["image_size"], cfg["image_size"]) * 2 - 1,
+        "spec": torch.randn(4, 1, cfg["audio"]["frames"], cfg["audio"]["n_mels"]),
+    }
     out = dmc_step(model, batch, margin=cfg["margin"])
     out["loss"].backward()
     assert model(batch["image"], batch["spec"])["visual_map"].shape == (4, cfg["net"]["k"], 8, 8)
@@ -117,3 +119,24 @@ def test_get_config_errors():
     a = get_config("dmc", "quick")
     a["net"]["k"] = 99
     assert get_config("dmc", "quick")["net"]["k"] == 2
+
+
+def test_localize_contrast_matches_loop():
+    g = torch.Generator().manual_seed(3)
+    b, k, m = 5, 3, 6
+    out = {"centers_a": torch.randn(b, k, m, generator=g), "centers_v": torch.randn(b, k, m, generator=g),
+           "visual_map": torch.rand(b, k, 4, 4, generator=g)}
+    loc = DMCNet.localize(out, mode="contrast")
+    cos = torch.nn.functional.cosine_similarity
+    for i in range(b):
+        scores = []
+        for j in range(k):
+            pos = float(cos(out["centers_a"][i, j], out["centers_v"][i, j], dim=0))
+            others = [float(cos(out["centers_a"][a, j], out["centers_v"][i, j], dim=0)) for a in range(b) if a != i]
+            scores.append(pos - sum(others) / len(others))
+        assert abs(float(loc["score"][i].max()) - max(scores)) < 1e-5
+        assert int(loc["related_index"][i]) == max(range(k), key=scores.__getitem__)
+    with pytest.raises(ValueError, match="mode"):
+        DMCNet.localize(out, mode="nope")
+    with pytest.raises(ValueError, match="batch"):
+        DMCNet.localize({key: v[:1] for key, v in out.items()}, mode="contrast")

@@ -71,21 +71,37 @@ class CAVLNet(nn.Module):
         }
 
     @staticmethod
-    def localize(out: dict[str, Tensor], source: int = 0, size: tuple[int, int] | None = None) -> dict[str, Tensor]:
-        """Sound localization by Eq. 7: the visual center nearest to audio center ``source`` is the sound-maker.
+    def localize(out: dict[str, Tensor], source: int = 0, size: tuple[int, int] | None = None,
+                 mode: str = "paper") -> dict[str, Tensor]:
+        """Sound localization for audio center ``source``.
+
+        ``mode="paper"`` is Eq. 7: the visual center nearest to the audio center is the sound-maker. ``mode=
+        "contrast"`` (our addition, needs a batch of several scenes) picks the visual center that is nearer to this
+        sound than to the other sounds of the batch by the largest amount, ``mean_{a' != a} ||c^a' - c^v_j|| -
+        ||c^a - c^v_j||``. The chosen center's assignment map is the localization.
 
         Returns:
-            dict with ``related`` (its assignment map), ``unrelated`` (the farthest visual center's map), both
-            ``(B, h, w)`` or upsampled to ``size``, ``related_index`` ``(B,)`` and the distances ``(B, k_v)``.
+            dict with ``related`` (its assignment map), ``unrelated`` (the lowest-scoring visual center's map), both
+            ``(B, h, w)`` or upsampled to ``size``, ``related_index`` ``(B,)`` and the scores ``(B, k_v)``.
         """
-        ca = out["centers_a"][:, source : source + 1]  # (B, 1, D)
-        dist = (ca - out["centers_v"]).pow(2).sum(-1).sqrt()  # (B, k_v)
-        rel, unrel = dist.argmin(dim=1), dist.argmax(dim=1)  # Eq. 7
+        ca, cv = out["centers_a"][:, source], out["centers_v"]  # (B, D), (B, k_v, D)
+        if mode == "paper":
+            score = -(ca[:, None] - cv).pow(2).sum(-1).sqrt()  # Eq. 7: minus the distance
+        elif mode == "contrast":
+            b = ca.shape[0]
+            if b < 2:
+                raise ValueError("CAVLNet.localize: mode='contrast' needs a batch of at least 2 scenes")
+            dist = (ca[:, None, None] - cv[None]).pow(2).sum(-1).sqrt()  # (B_audio, B_visual, k_v)
+            pos = torch.diagonal(dist, dim1=0, dim2=1).T  # (B, k_v)
+            score = (dist.sum(0) - pos) / (b - 1) - pos
+        else:
+            raise ValueError(f"CAVLNet.localize: mode must be 'paper' or 'contrast'; got {mode!r}")
+        rel, unrel = score.argmax(dim=1), score.argmin(dim=1)
         maps = out["visual_map"]
         if size is not None:
             maps = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
         idx = torch.arange(maps.shape[0], device=maps.device)
-        return {"related": maps[idx, rel], "unrelated": maps[idx, unrel], "related_index": rel, "distance": dist}
+        return {"related": maps[idx, rel], "unrelated": maps[idx, unrel], "related_index": rel, "score": score}
 
 
 def cavl_step(model: CAVLNet, batch: dict[str, Tensor], margin: float = 1.0,

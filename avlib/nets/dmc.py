@@ -75,29 +75,44 @@ class DMCNet(nn.Module):
         }
 
     @staticmethod
-    def localize(out: dict[str, Tensor], size: tuple[int, int] | None = None) -> dict[str, Tensor]:
-        """Sound localization as in DMC §5.1.
+    def localize(out: dict[str, Tensor], size: tuple[int, int] | None = None, mode: str = "paper") -> dict[str, Tensor]:
+        """Sound localization with k visual centers.
 
-        The audio centers are averaged into one vector, compared by cosine with every visual center; the most
-        similar visual center is the sound-maker ("related"), the least similar one "unrelated". Its soft
-        assignment over the feature grid is the heatmap.
+        ``mode="paper"`` follows DMC §5.1: the audio centers are averaged into one vector and compared by cosine
+        with every visual center; the most similar one is the sound-maker ("related"), the least similar one
+        "unrelated". ``mode="contrast"`` (our addition, needs a batch of several scenes) scores each center j by how
+        much more its visual center agrees with *this* sound than with the other sounds of the batch,
+        ``s(c^a_j, c^v_j) - mean_{a' != a} s(c^a'_j, c^v_j)`` — the quantity Eq. 8 trains — and picks the largest.
+        The chosen center's soft assignment over the feature grid is the heatmap.
 
         Args:
             out: the output of :meth:`forward`.
             size: optional ``(H, W)`` to upsample the heatmaps to (bilinear).
+            mode: ``"paper"`` or ``"contrast"``.
 
         Returns:
             dict with ``related`` and ``unrelated`` heatmaps ``(B, h, w)`` (or ``(B, H, W)``), ``related_index``
-            ``(B,)`` and the similarities ``(B, k)``.
+            ``(B,)`` and the per-center scores ``(B, k)``.
         """
-        ca = out["centers_a"].mean(dim=1, keepdim=True).expand_as(out["centers_v"])
-        sim = dmc_center_similarity(ca, out["centers_v"])
-        rel, unrel = sim.argmax(dim=1), sim.argmin(dim=1)
+        ca, cv = out["centers_a"], out["centers_v"]
+        if mode == "paper":
+            score = dmc_center_similarity(ca.mean(dim=1, keepdim=True).expand_as(cv), cv)
+        elif mode == "contrast":
+            b = ca.shape[0]
+            if b < 2:
+                raise ValueError("DMCNet.localize: mode='contrast' needs a batch of at least 2 scenes")
+            an, vn = F.normalize(ca, dim=-1), F.normalize(cv, dim=-1)
+            sim = torch.einsum("akm,vkm->avk", an, vn)  # (B_audio, B_visual, k): every sound against every image
+            pos = torch.diagonal(sim, dim1=0, dim2=1).T  # (B, k)
+            score = pos - (sim.sum(0) - pos) / (b - 1)
+        else:
+            raise ValueError(f"DMCNet.localize: mode must be 'paper' or 'contrast'; got {mode!r}")
+        rel, unrel = score.argmax(dim=1), score.argmin(dim=1)
         maps = out["visual_map"]
         if size is not None:
             maps = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
         idx = torch.arange(maps.shape[0], device=maps.device)
-        return {"related": maps[idx, rel], "unrelated": maps[idx, unrel], "related_index": rel, "similarity": sim}
+        return {"related": maps[idx, rel], "unrelated": maps[idx, unrel], "related_index": rel, "score": score}
 
 
 def dmc_step(model: DMCNet, batch: dict[str, Tensor], margin: float = 1.0,
