@@ -40,6 +40,7 @@ __all__ = [
     "grid_phase_probe",
     "linear_probe",
     "localization_maps",
+    "localization_set",
     "pointing_hits",
     "retrieval_ndcg",
     "train_avc",
@@ -137,7 +138,7 @@ def train_avc(
                     seed=seed, **pair_cfg)
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     train_cfg = TrainConfig(steps=steps, batch_size=cfg["batch_size"], seed=seed, progress=progress, log_every=10,
-                            live_plot=False)
+                            live_plot=False, channels_last=bool(cfg.get("channels_last", False)))
     result = fit(net, step_fn, data, opt, train_cfg)
     return net, frontend, result
 
@@ -333,6 +334,45 @@ def grid_phase_probe(
     xte, yte = embed(test_clips)
     model.train(was_training)
     return linear_probe(xtr, ytr, xte, yte)
+
+
+def localization_set(source: Any, clips: Sequence[int], window_seconds: float = 1.0) -> dict[str, torch.Tensor]:
+    """Test items for "where is the sound?" and "what would make this sound?" from scenes with one sounding and one
+    silent instrument (``SynthOrchestra(..., n_silent=1)``).
+
+    For each clip (those with exactly one sounding and one silent visible object): the middle frame ``image``, its own
+    audio window ``audio``, the boxes ``sounding_box`` / ``silent_box`` (xyxy pixels) and the pixel mask
+    ``sounding_mask``; and ``swap_audio``, the audio window of another clip in ``clips`` whose category is the silent
+    object's (``swap_ok`` is False where no such clip exists). Returns a dict of stacked tensors plus ``clips``.
+    """
+    window = int(round(window_seconds * source.sample_rate))
+    rows: dict[str, list] = {k: [] for k in ("clips", "image", "audio", "sounding_box", "silent_box", "sounding_mask",
+                                             "silent_category")}
+    for c in clips:
+        k, center = middle_frame(source, int(c), window_seconds)
+        scene = source.scene(int(c), frames=[k])
+        if scene.categories.numel() != 2 or int(scene.sounding.sum()) != 1:
+            continue
+        snd = int(scene.sounding.long().argmax())
+        rows["clips"].append(int(c))
+        rows["image"].append(scene.frames[0])
+        rows["audio"].append(_window(source, int(c), center, window))
+        rows["sounding_box"].append(scene.boxes[0, snd])
+        rows["silent_box"].append(scene.boxes[0, 1 - snd])
+        rows["sounding_mask"].append(scene.sounding_mask(k))
+        rows["silent_category"].append(int(scene.categories[1 - snd]))
+    if not rows["clips"]:
+        raise ValueError("localization_set: no clip has one sounding and one silent object (use n_silent=1 scenes)")
+    out = {k: torch.stack(v) if torch.is_tensor(v[0]) else torch.tensor(v) for k, v in rows.items()}
+    labels = torch.tensor([source.clip_label(int(c)) for c in clips])
+    donors = labels[None, :] == out["silent_category"][:, None]  # (N, len(clips)): clips that sound like the silent one
+    out["swap_ok"] = donors.any(1)
+    pick = donors.float().argmax(1)
+    out["swap_audio"] = torch.stack([
+        _window(source, int(clips[j]), middle_frame(source, int(clips[j]), window_seconds)[1], window)
+        for j in pick.tolist()
+    ])
+    return out
 
 
 @torch.no_grad()
