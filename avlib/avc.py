@@ -11,7 +11,8 @@ AVE-Net and AVOL-Net (Arandjelović & Zisserman 2017, 2018).
   window centred on a frame time and moved off the frame grid by a fraction of a frame; :func:`grid_phase_probe`
   asks whether a linear classifier can read "on the grid or not" from the audio embedding.
 - Localization (AVOL-Net): :func:`localization_maps`, :func:`pointing_hits` (is the map's mode inside a box? the
-  measure of Objects that Sound Sec. 4.1) and :func:`center_hits` (the centred baseline).
+  measure of Objects that Sound Sec. 4.1), :func:`center_hits` (the centred baseline) and :func:`box_mass` (how much
+  of the map lies on one object rather than another).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from avlib.nets.l3 import L3Net, avc_step_fn
 __all__ = [
     "InMemoryClips",
     "avc_accuracy_on",
+    "box_mass",
     "build_avc",
     "center_hits",
     "clip_features",
@@ -44,6 +46,7 @@ __all__ = [
     "pointing_hits",
     "retrieval_ndcg",
     "train_avc",
+    "upsample_maps",
 ]
 
 NETS: dict[str, type[nn.Module]] = {"l3": L3Net, "ave": AVENet, "avol": AVOLNet}
@@ -418,6 +421,17 @@ def center_hits(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tenso
     """The centred baseline of Objects that Sound Sec. 4.1: is the image centre inside each box? ``(B,)`` bool."""
     centre = torch.tensor([[image_size[1] / 2, image_size[0] / 2]]).expand(boxes.shape[0], 2)
     return _inside(centre, boxes.float())
+
+
+def box_mass(maps: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """Mean of each map inside its box, after bilinear upsampling to the image: ``maps (B, h, w)``, ``boxes (B, 4)``
+    xyxy pixels → ``(B,)``. Comparing two boxes of the same image says which object the map prefers."""
+    up = upsample_maps(maps, image_size)
+    ys = torch.arange(image_size[0], dtype=torch.float32)[None, :, None] + 0.5
+    xs = torch.arange(image_size[1], dtype=torch.float32)[None, None, :] + 0.5
+    b = boxes.float()[:, :, None, None]
+    inside = ((ys >= b[:, 1]) & (ys < b[:, 3]) & (xs >= b[:, 0]) & (xs < b[:, 2])).float()  # (B, H, W)
+    return (up * inside).sum((1, 2)) / inside.sum((1, 2)).clamp_min(1.0)
 
 
 def upsample_maps(maps: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:

@@ -159,3 +159,16 @@ def test_pointing_hits_against_a_loop():
     assert center_hits(boxes, size).tolist() == [False, True, False, False, False, True]
     with pytest.raises(ValueError, match="pointing_hits"):
         pointing_hits(maps[0], boxes, size)
+
+
+def test_box_mass_against_a_loop():
+    from avlib.avc import box_mass, upsample_maps
+
+    gen = torch.Generator().manual_seed(4)
+    maps = torch.rand(3, 4, 4, generator=gen)
+    boxes = torch.tensor([[0, 0, 16, 16], [10, 20, 40, 30], [0, 0, 32, 32]], dtype=torch.float32)
+    got = box_mass(maps, boxes, (32, 32))
+    up = upsample_maps(maps, (32, 32))
+    for i in range(3):
+        x0, y0, x1, y1 = (int(v) for v in boxes[i].tolist())
+        assert got[i].item() == pytest.approx(up[i, y0:y1, x0:x1].mean().item(), rel=1e-5)
