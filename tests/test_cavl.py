@@ -101,3 +101,20 @@ def test_localize_contrast_matches_loop():
             scores.append(sum(others) / len(others) - pos)
         assert int(loc["related_index"][i]) == max(range(kv), key=scores.__getitem__)
         assert abs(float(loc["score"][i].max()) - max(scores)) < 1e-5
+
+
+def test_from_config_and_example_batch():
+    import pytest
+
+    from avlib.nets.cavl import cavl_example_batch, cavl_from_config
+
+    for scale in ("quick", "colab"):
+        cfg = get_config("cavl", scale)
+        model, step = cavl_from_config(cfg)
+        out = step(model, cavl_example_batch(cfg, 2))
+        out["loss"].backward()
+        assert torch.isfinite(out["loss"])
+    full = cavl_example_batch(get_config("cavl", "full"), 2)
+    assert full["image"].shape == (2, 3, 256, 256) and full["spec"].shape == (2, 1, 512, 432)
+    with pytest.raises(ValueError, match="k_audio"):
+        CAVLNet(k_audio=0)

@@ -1,5 +1,7 @@
 """DMC: full-scale shapes and one optimisation step on the CPU, Eq. 8 against a naive loop, localization, configs."""
 
+import math
+
 import pytest
 import torch
 
@@ -140,3 +142,17 @@ def test_localize_contrast_matches_loop():
         DMCNet.localize(out, mode="nope")
     with pytest.raises(ValueError, match="batch"):
         DMCNet.localize({key: v[:1] for key, v in out.items()}, mode="contrast")
+
+
+@pytest.mark.parametrize("scale", ["quick", "colab"])
+def test_from_config_and_example_batch(scale):
+    from avlib.nets.dmc import dmc_example_batch, dmc_from_config
+
+    cfg = get_config("dmc", scale)
+    model, step = dmc_from_config(cfg)
+    out = step(model, dmc_example_batch(cfg, 2))
+    out["loss"].backward()
+    loss = float(out["loss"].detach())
+    assert math.isfinite(loss) and 0.0 <= loss <= cfg["net"]["k"] * (2.0 + cfg["margin"])  # cosines lie in [-1, 1]
+    full = dmc_example_batch(get_config("dmc", "full"), 2)
+    assert full["image"].shape == (2, 3, 256, 256) and full["spec"].shape == (2, 1, 496, 64)

@@ -8,6 +8,7 @@ for the background); the alignment score of Eq. 4 trained with the contrastive l
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -18,7 +19,7 @@ from avlib.cluster import soft_kmeans
 from avlib.losses import alignment_score, cavl_contrastive_loss, sample_negatives
 from avlib.nets.backbones import VGG16Features, VGGish
 
-__all__ = ["CAVLNet", "cavl_step"]
+__all__ = ["CAVLNet", "cavl_example_batch", "cavl_from_config", "cavl_step"]
 
 
 class CAVLNet(nn.Module):
@@ -123,3 +124,18 @@ def cavl_step(model: CAVLNet, batch: dict[str, Tensor], margin: float = 1.0,
     labels = torch.tensor([1.0, 0.0], device=scores.device).expand_as(scores)
     loss = cavl_contrastive_loss(scores, labels, margin=margin)
     return {"loss": loss, "s_pos": scores[:, 0].detach().mean(), "s_neg": scores[:, 1].detach().mean()}
+
+
+def cavl_from_config(cfg: dict) -> tuple[CAVLNet, functools.partial]:
+    """The network and the engine's ``step_fn`` for a config of ``avlib.configs.get_config("cavl", scale)``."""
+    return CAVLNet(**cfg["net"]), functools.partial(cavl_step, margin=cfg["margin"])
+
+
+def cavl_example_batch(cfg: dict, n: int) -> dict[str, Tensor]:
+    """A random batch of ``n`` with the shapes :func:`cavl_step` expects at the config's scale (for benchmarks)."""
+    size, audio = int(cfg["image_size"]), cfg["audio"]
+    if audio["frontend"] == "cavl_logfreq":
+        spec_shape = (audio["freq_bins"], audio["frames"])  # (512, 432) at full scale
+    else:
+        spec_shape = (audio["frames"], audio["n_mels"])
+    return {"image": torch.rand(n, 3, size, size), "spec": torch.randn(n, 1, *spec_shape)}

@@ -7,6 +7,7 @@ multimodal_cluster` with the same projections ``W_j``; training compares matchin
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -17,7 +18,7 @@ from avlib.cluster import multimodal_cluster
 from avlib.losses import dmc_center_similarity, dmc_max_margin_loss, sample_negatives
 from avlib.nets.backbones import VGG16Features, VGGish
 
-__all__ = ["DMCNet", "dmc_step"]
+__all__ = ["DMCNet", "dmc_example_batch", "dmc_from_config", "dmc_step"]
 
 
 def _to_vectors(fmap: Tensor) -> Tensor:
@@ -135,3 +136,14 @@ def dmc_step(model: DMCNet, batch: dict[str, Tensor], margin: float = 1.0,
         pos_sim = dmc_center_similarity(ca, cv).mean()
         neg_sim = dmc_center_similarity(ca[neg], cv).mean()
     return {"loss": loss, "pos_sim": pos_sim, "neg_sim": neg_sim}
+
+
+def dmc_from_config(cfg: dict) -> tuple[DMCNet, functools.partial]:
+    """The network and the engine's ``step_fn`` for a config of ``avlib.configs.get_config("dmc", scale)``."""
+    return DMCNet(**cfg["net"]), functools.partial(dmc_step, margin=cfg["margin"])
+
+
+def dmc_example_batch(cfg: dict, n: int) -> dict[str, Tensor]:
+    """A random batch of ``n`` with the shapes :func:`dmc_step` expects at the config's scale (for benchmarks)."""
+    size, audio = int(cfg["image_size"]), cfg["audio"]
+    return {"image": torch.rand(n, 3, size, size) * 2 - 1, "spec": torch.randn(n, 1, audio["frames"], audio["n_mels"])}
