@@ -7,8 +7,10 @@ on held-out data. ``data`` is a clip directory (avlib's on-disk format: ``split 
 memory (quick and colab scales only). Benchmarks need no data: :func:`get_method` gives the model and step builder
 and ``example_batch(cfg, n)``, a random batch of the shapes the step expects.
 
-Registered now: the audio-visual correspondence nets ``l3`` (L3-Net), ``ave`` (AVE-Net) and ``avol`` (AVOL-Net).
-A new method registers a :class:`Method` with :func:`register`.
+Registered now: the audio-visual correspondence nets ``l3`` (L3-Net), ``ave`` (AVE-Net) and ``avol`` (AVOL-Net),
+scored by AVC accuracy, and the clustering nets ``dmc`` (Deep Multimodal Clustering) and ``cavl`` (Curriculum
+Audiovisual Learning, level C1), scored by sound localization (:mod:`avlib.localization`). A new method registers
+a :class:`Method` with :func:`register`.
 """
 
 from __future__ import annotations
@@ -169,3 +171,79 @@ def _avc_data(cfg: dict[str, Any], data: Path | None, seed: int) -> tuple[Datase
 
 for _name in ("l3", "ave", "avol"):
     register(_name, Method(_avc_model, _avc_example_batch, _avc_data))
+
+
+# ------------------------------------------------------------------------------- clustering nets: DMC and CAVL
+
+EVAL_SIZE = 256  # held-out scenes of the in-memory world where a config names no ``eval_size``
+
+
+def _clustering_data(cfg: dict[str, Any], data: Path | None, seed: int, localize: Callable[..., Any],
+                     step_fn: StepFn) -> tuple[Dataset, EvalFn]:
+    """Single-image / single-spectrogram pairs for DMC (Hu, Nie & Li 2019) and CAVL (Hu et al. 2020), as chapters 1-2.
+
+    In memory: scenes of ``SynthOrchestra(**cfg["data"], seed=seed)`` train, ``eval_size`` scenes of the world with
+    ``seed + 1`` evaluate. From a clip directory: ``train`` clips are read lazily (:class:`avlib.localization.
+    ClipPairs`), ``test`` clips are loaded once. ``eval_fn`` reports cIoU@0.5 / AUC of the related and unrelated
+    centers and the trivial baselines against the sounding-object boxes (:func:`avlib.localization.
+    evaluate_localization`), or, for clips without boxes, the held-out loss and a note that localization needs boxes.
+    """
+    from torch.utils.data import StackDataset
+
+    from avlib.data import ClipDataset, SynthOrchestra
+    from avlib.localization import ClipPairs, clip_tensors, evaluate_localization, scene_tensors
+
+    if data is None:
+        world = scene_tensors(cfg, SynthOrchestra(**cfg["data"], seed=seed))
+        train: Dataset = StackDataset(image=world["image"], spec=world["spec"])
+        held_out = scene_tensors(cfg, SynthOrchestra(**{**cfg["data"], "size": cfg.get("eval_size", EVAL_SIZE)},
+                                                     seed=seed + 1))
+    else:
+        rate = int(cfg["audio"]["sample_rate"])
+        train = ClipPairs(cfg, ClipDataset(data, "train", sample_rate=rate, frames="middle"))
+        held_out = clip_tensors(cfg, ClipDataset(data, "test", sample_rate=rate, frames="middle"))
+
+    def eval_fn(model: nn.Module) -> dict[str, Any]:
+        return evaluate_localization(model, localize, step_fn, held_out, batch_size=int(cfg["batch_size"]), seed=seed)
+
+    return train, eval_fn
+
+
+def _dmc_model(cfg: dict[str, Any]) -> tuple[nn.Module, StepFn]:
+    from avlib.nets.dmc import dmc_from_config
+
+    return dmc_from_config(cfg)
+
+
+def _dmc_example_batch(cfg: dict[str, Any], n: int) -> dict[str, torch.Tensor]:
+    from avlib.nets.dmc import dmc_example_batch
+
+    return dmc_example_batch(cfg, n)
+
+
+def _dmc_data(cfg: dict[str, Any], data: Path | None, seed: int) -> tuple[Dataset, EvalFn]:
+    from avlib.nets.dmc import DMCNet, dmc_step_fn
+
+    return _clustering_data(cfg, data, seed, DMCNet.localize, dmc_step_fn(cfg))
+
+
+def _cavl_model(cfg: dict[str, Any]) -> tuple[nn.Module, StepFn]:
+    from avlib.nets.cavl import cavl_from_config
+
+    return cavl_from_config(cfg)
+
+
+def _cavl_example_batch(cfg: dict[str, Any], n: int) -> dict[str, torch.Tensor]:
+    from avlib.nets.cavl import cavl_example_batch
+
+    return cavl_example_batch(cfg, n)
+
+
+def _cavl_data(cfg: dict[str, Any], data: Path | None, seed: int) -> tuple[Dataset, EvalFn]:
+    from avlib.nets.cavl import CAVLNet, cavl_step_fn
+
+    return _clustering_data(cfg, data, seed, CAVLNet.localize, cavl_step_fn(cfg))
+
+
+register("dmc", Method(_dmc_model, _dmc_example_batch, _dmc_data))
+register("cavl", Method(_cavl_model, _cavl_example_batch, _cavl_data))

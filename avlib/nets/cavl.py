@@ -19,7 +19,7 @@ from avlib.cluster import soft_kmeans
 from avlib.losses import alignment_score, cavl_contrastive_loss, sample_negatives
 from avlib.nets.backbones import VGG16Features, VGGish
 
-__all__ = ["CAVLNet", "cavl_example_batch", "cavl_from_config", "cavl_step"]
+__all__ = ["CAVLNet", "cavl_example_batch", "cavl_from_config", "cavl_step", "cavl_step_fn"]
 
 
 class CAVLNet(nn.Module):
@@ -128,7 +128,12 @@ def cavl_step(model: CAVLNet, batch: dict[str, Tensor], margin: float = 1.0,
 
 def cavl_from_config(cfg: dict) -> tuple[CAVLNet, functools.partial]:
     """The network and the engine's ``step_fn`` for a config of ``avlib.configs.get_config("cavl", scale)``."""
-    return CAVLNet(**cfg["net"]), functools.partial(cavl_step, margin=cfg["margin"])
+    return CAVLNet(**cfg["net"]), cavl_step_fn(cfg)
+
+
+def cavl_step_fn(cfg: dict) -> functools.partial:
+    """:func:`cavl_step` with the config's margin: the engine's ``step_fn(model, batch)``."""
+    return functools.partial(cavl_step, margin=cfg["margin"])
 
 
 def cavl_example_batch(cfg: dict, n: int) -> dict[str, Tensor]:

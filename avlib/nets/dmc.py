@@ -18,7 +18,7 @@ from avlib.cluster import multimodal_cluster
 from avlib.losses import dmc_center_similarity, dmc_max_margin_loss, sample_negatives
 from avlib.nets.backbones import VGG16Features, VGGish
 
-__all__ = ["DMCNet", "dmc_example_batch", "dmc_from_config", "dmc_step"]
+__all__ = ["DMCNet", "dmc_example_batch", "dmc_from_config", "dmc_step", "dmc_step_fn"]
 
 
 def _to_vectors(fmap: Tensor) -> Tensor:
@@ -140,7 +140,12 @@ def dmc_step(model: DMCNet, batch: dict[str, Tensor], margin: float = 1.0,
 
 def dmc_from_config(cfg: dict) -> tuple[DMCNet, functools.partial]:
     """The network and the engine's ``step_fn`` for a config of ``avlib.configs.get_config("dmc", scale)``."""
-    return DMCNet(**cfg["net"]), functools.partial(dmc_step, margin=cfg["margin"])
+    return DMCNet(**cfg["net"]), dmc_step_fn(cfg)
+
+
+def dmc_step_fn(cfg: dict) -> functools.partial:
+    """:func:`dmc_step` with the config's margin: the engine's ``step_fn(model, batch)``."""
+    return functools.partial(dmc_step, margin=cfg["margin"])
 
 
 def dmc_example_batch(cfg: dict, n: int) -> dict[str, Tensor]:
