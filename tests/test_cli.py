@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -81,6 +82,11 @@ def test_train_resume_and_eval(tmp_path, capsys, clips):
         (["train", "l3", "--out", "x", "--data", "/no/such/dir"], "--data /no/such/dir: not a clip directory"),
         (["train", "l3", "--out", "x", "--scale", "full"], "trains on real data: pass --data"),
         (["eval", "l3", "--ckpt", "/no/such.pt"], "--ckpt /no/such.pt: no such checkpoint file"),
+        (["train", "dmc", "--out", "x", "--scale", "full"], "dmc at scale 'full' trains on real data: pass --data"),
+        (["train", "cavl", "--out", "x", "--batch-size", "-1"], "--batch-size: expected a positive integer, got '-1'"),
+        (["synth", "x", "--method", "cavl", "--scale", "full"], "method 'cavl' at scale 'full' has no SynthOrchestra"),
+        (["synth", "x", "--method", "dsol"], "--method: invalid choice: 'dsol'"),
+        (["eval", "cavl", "--ckpt", "/no/such/run"], "--ckpt /no/such/run: no such checkpoint file"),
     ],
 )
 def test_bad_arguments_give_one_line_and_status_2(capsys, argv, needle):
@@ -108,3 +114,79 @@ def test_console_entry_point_help():
     assert proc.returncode == 0
     for command in ("synth", "train", "eval"):
         assert command in proc.stdout
+
+
+# ------------------------------------------------------------------------ clustering nets: dmc and cavl, localization
+
+
+@pytest.fixture(scope="module", params=["dmc", "cavl"])
+def clustering_clips(request, tmp_path_factory) -> tuple[str, Path]:
+    """A tiny clip directory from the method's own world (dmc: solo scenes; cavl: curriculum level C1)."""
+    root = tmp_path_factory.mktemp(request.param) / "synth"
+    argv = ["synth", str(root), "--method", request.param, "--clips", "6", "--test-clips", "3", "--seed", "2"]
+    assert main(argv) == 0
+    return request.param, root
+
+
+def naive_sounding_mask(boxes: list[list[float]], sounding: list[bool], h: int, w: int) -> torch.Tensor:
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    for (x0, y0, x1, y1), on in zip(boxes, sounding, strict=True):
+        for y in range(h):
+            for x in range(w):
+                mask[y, x] |= on and x0 <= x + 0.5 < x1 and y0 <= y + 0.5 < y1
+    return mask
+
+
+def test_clustering_train_and_eval_score_localization(tmp_path, capsys, clustering_clips):
+    from avlib import metrics
+
+    torch.set_num_threads(1)
+    method, clips = clustering_clips
+    run_dir = tmp_path / "run"
+    train = ["train", method, "--data", clips, "--out", run_dir, "--steps", "2", "--batch-size", "3"]
+    code, summary, err = run(capsys, *train, "--precision", "fp32", "--log-every", "1")
+    assert code == 0, err
+    assert summary["step"] == 2 and summary["scale"] == "quick" and set(summary["final"]) >= {"loss", "step"}
+    scores = summary["eval"]
+    assert scores["clips"] == 3 and "localization" not in scores
+    for row in ("related_paper", "unrelated_paper", "related_contrast", "unrelated_contrast"):
+        assert 0 <= scores[f"{row}_ciou50"] <= 1 and 0 <= scores[f"{row}_auc"] <= 1
+    # the baselines are scored against the sounding boxes of the test clips' middle frames
+    rows = [r for r in read_manifest(clips) if r["split"] == "test"]
+    gt = torch.stack([naive_sounding_mask(r["boxes"][len(r["frames"]) // 2], r["sounding"], 64, 64) for r in rows])
+    assert gt.any() and scores["center_box_ciou50"] == metrics.center_box_baseline(gt.float())["ciou50"]
+    assert scores["whole_image_auc"] == pytest.approx(metrics.whole_image_baseline(gt.float())["auc"])
+
+    code, again, err = run(capsys, "eval", method, "--ckpt", run_dir, "--data", clips, "--device", "cpu")
+    assert code == 0, err
+    assert again["step"] == 2 and again["method"] == method
+    assert {k: again[k] for k in scores} == pytest.approx(scores)  # the checkpoint reproduces the run's own eval
+
+    code, _, err = run(capsys, "eval", "cavl" if method == "dmc" else "dmc", "--ckpt", run_dir, "--data", clips)
+    assert code == 2 and f"holds a {method!r} model" in err
+
+
+def test_clustering_eval_without_boxes_says_localization_needs_them(tmp_path, capsys, clustering_clips):
+    import shutil
+
+    torch.set_num_threads(1)
+    method, clips = clustering_clips
+    bare = tmp_path / "bare"
+    shutil.copytree(clips, bare)
+    rows = [{k: v for k, v in r.items() if k != "boxes"} for r in read_manifest(clips)]
+    (bare / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, summary, err = run(capsys, "train", method, "--data", bare, "--out", tmp_path / "run", "--steps", "1",
+                             "--batch-size", "3")
+    assert code == 0, err
+    scores = summary["eval"]
+    assert "needs sounding-object boxes" in scores["localization"] and scores["clips"] == 3
+    assert not any("ciou" in k for k in scores) and math.isfinite(scores["held_out_loss"])
+
+
+def test_clustering_data_without_a_test_split_fails_naming_the_manifest(tmp_path, capsys):
+    root = tmp_path / "train_only"
+    assert main(["synth", str(root), "--method", "dmc", "--clips", "2", "--test-clips", "1"]) == 0
+    rows = [r for r in read_manifest(root) if r["split"] == "train"]
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, _, err = run(capsys, "train", "dmc", "--data", root, "--out", tmp_path / "run", "--steps", "1")
+    assert code == 1 and "no clips of split 'test'" in err and str(root / "manifest.jsonl") in err
