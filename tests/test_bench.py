@@ -64,3 +64,57 @@ def test_registered_method_cli_writes_json(tmp_path):
     assert r["method"] == "l3" and r["scale"] == "quick" and r["batch_size"] == 2 and r["precision"] == "fp32"
     model, _ = get_method("l3").model(get_config("l3", "quick"))
     assert r["flops_per_step"] > 0 and r["parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def _conv_and_linear_flops(model: nn.Module, batch: dict) -> tuple[int, int]:
+    """Forward FLOPs of every Conv2d and Linear on ``batch`` (2·in·k·k per output value), and of the first conv of each
+    stream (whose input, the data, needs no gradient); counted from the layers' output shapes with hooks."""
+    counted: list[tuple[nn.Module, int]] = []
+
+    def hook(mod: nn.Module, _inp, out: torch.Tensor) -> None:
+        per_out = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1] if isinstance(
+            mod, nn.Conv2d) else mod.in_features
+        counted.append((mod, 2 * per_out * out.numel()))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(batch["image"], batch["spec"])
+    for h in handles:
+        h.remove()
+    firsts = [next(m for m in stream.modules() if isinstance(m, nn.Conv2d)) for stream in (model.visual, model.audio)]
+    return sum(f for _, f in counted), sum(f for m, f in counted if any(m is first for first in firsts))
+
+
+@pytest.mark.parametrize("method", ["dmc", "cavl"])
+def test_harness_counts_the_clustering_nets_flops(method):
+    """At quick scale: full-scale DMC alone takes about 10 s here (building it and one counted step at batch 2 on one
+    core), and CAVL's VGGish on a 512x432 spectrogram several times more."""
+    torch.set_num_threads(1)
+    cfg = get_config(method, "quick")
+    r = harness.benchmark_method(method, "quick", 2, precision="fp32", steps=1, warmup=0, matmul_n=64)
+    torch.manual_seed(0)
+    model, _ = get_method(method).model(cfg)
+    forward, first = _conv_and_linear_flops(model, get_method(method).example_batch(cfg, 2))
+    # backward: a weight and an input gradient per layer (2x forward), minus the input gradient of the first convs
+    layers = 3 * forward - first
+    clustering = r["flops_per_step"] - layers  # the clustering's batched products (einsum -> bmm), forward + backward
+    assert 0 < clustering < 0.02 * layers, (r["flops_per_step"], layers)
+    assert r["method"] == method and r["parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def test_bench_models_covers_dmc_and_cavl(tmp_path, capsys):
+    torch.set_num_threads(1)
+    _bspec = importlib.util.spec_from_file_location(
+        "bench_models", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_models.py"
+    )
+    bench_models = importlib.util.module_from_spec(_bspec)
+    _bspec.loader.exec_module(bench_models)
+    out = tmp_path / "models.json"
+    argv = ["--scale", "quick", "--methods", "dmc", "cavl", "--batch-size", "2", "--steps", "1", "--warmup", "0"]
+    assert bench_models.main([*argv, "--matmul-n", "64", "--device", "cpu", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert {r["method"] for r in result["records"]} == {"dmc", "cavl"}
+    assert all(r["flops_per_step"] > 1e8 and r["batch_size"] == 2 for r in result["records"])
+    with pytest.raises(SystemExit):
+        bench_models.main(["--methods", "nope"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
