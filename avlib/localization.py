@@ -50,14 +50,26 @@ def _stack(images: Sequence[Tensor], size: int, mode: str) -> Tensor:
     return torch.cat([F.interpolate(t[None].float(), size=(size, size), mode=mode) for t in images])
 
 
+def _fit_length(wave: Tensor, n: int) -> Tensor:
+    """``(N,)`` -> ``(n,)``: the first ``n`` samples, zero-padded at the end if the clip is shorter."""
+    return F.pad(wave[:n], (0, max(n - wave.shape[-1], 0)))
+
+
+def _clip_samples(cfg: dict[str, Any], sample_rate: int, audio: Sequence[Tensor]) -> int:
+    """Samples per clip: the config's ``audio["seconds"]`` where it fixes the input length (CAVL: 10 s), else the
+    shortest clip (the VGGish-style frontends cut fixed-size examples, the first of which the nets see)."""
+    seconds = cfg["audio"].get("seconds")
+    return round(seconds * sample_rate) if seconds is not None else min(a.shape[-1] for a in audio)
+
+
 def _tensors(cfg: dict[str, Any], frames: Sequence[Tensor], audio: Sequence[Tensor], sample_rate: int,
              boxes: Sequence[Tensor] | None) -> dict[str, Tensor]:
     """Batched net inputs from per-clip middle frames ``(3, H, W)``, waveforms ``(N,)`` and box masks ``(H, W)``."""
     size = int(cfg["image_size"])
     frontend = make_frontend(cfg["audio"], input_sample_rate=sample_rate)
-    n = min(a.shape[-1] for a in audio)  # real clips differ in length: every clip's first n samples
+    n = _clip_samples(cfg, sample_rate, audio)
     with torch.no_grad():
-        spec = frontend(torch.stack([a[:n] for a in audio]))[:, :1]  # first example: (B, 1, T, F) or (B, 1, F, T)
+        spec = frontend(torch.stack([_fit_length(a, n) for a in audio]))[:, :1]  # (B, 1, T, F) or (B, 1, F, T)
     frames_t = _stack(frames, size, "bilinear")
     out = {"image": image_transform(cfg)(frames_t), "spec": spec, "frames": frames_t}
     if boxes is not None:
@@ -103,6 +115,9 @@ def clip_tensors(cfg: dict[str, Any], clips: ClipDataset) -> dict[str, Tensor]:
 class ClipPairs(Dataset):
     """Training items ``{"image": (3, S, S), "spec": (1, T, F) or (1, F, T)}`` read lazily from a clip directory.
 
+    Where the config fixes the audio length (``audio["seconds"]``), every clip is cut or zero-padded to it, so that
+    clips of different lengths batch together.
+
     Args:
         cfg: the method's config (image size and audio frontend).
         clips: clips read with ``frames="middle"`` at the config's sample rate.
@@ -111,7 +126,7 @@ class ClipPairs(Dataset):
     def __init__(self, cfg: dict[str, Any], clips: ClipDataset) -> None:
         if clips.frames != "middle":
             raise ValueError(f"ClipPairs: read the clips with frames='middle' (got frames={clips.frames!r})")
-        self.clips = clips
+        self.clips, self.cfg = clips, cfg
         self.to_image = image_transform(cfg)
         self.frontend = make_frontend(cfg["audio"], input_sample_rate=clips.sample_rate)
 
@@ -120,8 +135,9 @@ class ClipPairs(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         item = self.clips[i]
+        wave = _fit_length(item["audio"], _clip_samples(self.cfg, self.clips.sample_rate, [item["audio"]]))
         with torch.no_grad():
-            return {"image": self.to_image(item["frames"][0]), "spec": self.frontend(item["audio"])[0, :1]}
+            return {"image": self.to_image(item["frames"][0]), "spec": self.frontend(wave)[0, :1]}
 
 
 def score_maps(maps: dict[str, Tensor], gt: Tensor, threshold: float = 0.5) -> dict[str, dict[str, float]]:

@@ -30,7 +30,7 @@ from avlib.train import StepFn, TrainConfig
 __all__ = ["METHODS", "Built", "Method", "build", "get_method", "make_optimizer", "register", "train_config"]
 
 
-EvalFn = Callable[[nn.Module], dict[str, float]]
+EvalFn = Callable[[nn.Module], dict[str, Any]]  # scores (floats, counts, notes), JSON-ready
 
 
 @dataclass(frozen=True)
@@ -194,8 +194,8 @@ def _clustering_data(cfg: dict[str, Any], data: Path | None, seed: int, localize
     from avlib.localization import ClipPairs, clip_tensors, evaluate_localization, scene_tensors
 
     if data is None:
-        world = scene_tensors(cfg, SynthOrchestra(**cfg["data"], seed=seed))
-        train: Dataset = StackDataset(image=world["image"], spec=world["spec"])
+        scenes = scene_tensors(cfg, SynthOrchestra(**cfg["data"], seed=seed))
+        train: Dataset = StackDataset(image=scenes["image"], spec=scenes["spec"])
         held_out = scene_tensors(cfg, SynthOrchestra(**{**cfg["data"], "size": cfg.get("eval_size", EVAL_SIZE)},
                                                      seed=seed + 1))
     else:

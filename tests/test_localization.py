@@ -96,3 +96,21 @@ def test_evaluation_is_independent_of_the_chunk_size(world):
     with torch.no_grad():
         ref = step_fn(model, {"image": data["image"][:3], "spec": data["spec"][:3]}, generator=gen)
     assert chunked["held_out_loss"] == pytest.approx(float(ref["loss"]))
+
+
+def test_clips_are_cut_or_padded_to_the_configs_seconds(tmp_path):
+    """CAVL's full-scale frontend takes 10 s; here a CAVL config asking for 0.5 s of 1 s and of 2 s clips."""
+    cfg = {**get_config("cavl", "full"), "image_size": 32}
+    cfg["audio"] = {**cfg["audio"], "seconds": 0.5}
+    for seed, duration in ((0, 1.0), (1, 2.0)):
+        world = SynthOrchestra(family="c1", size=1, image_size=32, duration=duration, sample_rate=11025, seed=seed)
+        write_clips(world, tmp_path, split="train", append=seed > 0, prefix=f"w{seed}")
+    clips = ClipDataset(tmp_path, "train", sample_rate=11025, frames="middle")
+    pairs = ClipPairs(cfg, clips)
+    frames = 1 + -(-round(0.5 * 11025) // 256)  # CAVL: 1 + ceil(N / hop) STFT frames
+    assert pairs[0]["spec"].shape == pairs[1]["spec"].shape == (1, 512, frames)
+    assert torch.allclose(clip_tensors(cfg, clips)["spec"][1], pairs[1]["spec"])
+    cfg["audio"]["seconds"] = 1.5  # longer than the first clip: zero-padded
+    padded = ClipPairs(cfg, clips)[0]["spec"]
+    assert padded.shape == (1, 512, 1 + -(-round(1.5 * 11025) // 256))
+    assert float(padded[..., -3:].max()) == pytest.approx(float(torch.log(torch.tensor(1e-6))), abs=1e-3)  # silence
