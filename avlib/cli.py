@@ -4,6 +4,10 @@
     avlib train METHOD --out RUN [--scale S] [--data DIR] [--resume] [--steps N] ...
     avlib eval METHOD --ckpt RUN/last.pt [--data DIR] [--scale S]
 
+Methods (``avlib.methods``): ``l3``, ``ave``, ``avol`` (evaluated by AVC accuracy on held-out pairs) and ``dmc``,
+``cavl`` (evaluated by sound localization: cIoU@0.5 and AUC of the related and unrelated centers' maps against the
+test clips' sounding-object boxes, beside the centred-box and whole-image baselines; on clips without boxes, the
+held-out loss and a note that localization needs boxes). ``avlib synth --method M`` writes M's own world.
 ``avlib train`` runs unchanged under ``torchrun --nproc_per_node=K`` (one process per GPU; see ``avlib.train``).
 Results are printed as one JSON object on stdout. Bad arguments print one line on stderr and exit with status 2;
 failures while running print their message (no traceback unless ``AVLIB_DEBUG=1``) and exit with status 1.
