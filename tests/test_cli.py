@@ -190,3 +190,28 @@ def test_clustering_data_without_a_test_split_fails_naming_the_manifest(tmp_path
     (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, _, err = run(capsys, "train", "dmc", "--data", root, "--out", tmp_path / "run", "--steps", "1")
     assert code == 1 and "no clips of split 'test'" in err and str(root / "manifest.jsonl") in err
+
+
+@pytest.mark.parametrize("method", ["dmc", "cavl"])
+def test_clustering_in_memory_world_trains_on_seed_and_evaluates_on_seed_plus_one(monkeypatch, method):
+    """Without --data the config's world is generated in memory: scenes of seed S train, eval_size scenes of S+1."""
+    import avlib.methods
+    from avlib import metrics
+    from avlib.configs import get_config
+    from avlib.data import SynthOrchestra
+    from avlib.localization import scene_tensors
+
+    def small(name: str, scale: str | None = None) -> dict:
+        cfg = get_config(name, scale)
+        cfg["data"]["size"], cfg["eval_size"] = 6, 3
+        return cfg
+
+    monkeypatch.setattr(avlib.methods, "get_config", small)
+    built = avlib.methods.build(method, "quick", seed=4)
+    assert len(built.train_data) == 6
+    expected = scene_tensors(built.cfg, SynthOrchestra(**built.cfg["data"], seed=4))
+    assert torch.equal(built.train_data[5]["image"], expected["image"][5])
+    assert torch.equal(built.train_data[5]["spec"], expected["spec"][5])
+    scores = built.eval_fn(built.model)
+    held_out = scene_tensors(built.cfg, SynthOrchestra(**{**built.cfg["data"], "size": 3}, seed=5))
+    assert scores["clips"] == 3 and scores["whole_image_auc"] == metrics.whole_image_baseline(held_out["box"])["auc"]
