@@ -492,6 +492,7 @@ def class_aware_scores(maps: Tensor, gt_masks: Tensor, sounding: Tensor, tau: fl
 
 
 def _multi_hot(labels: Tensor, k: int, name: str) -> Tensor:
+    """``(N,)`` class ids (``-1``: no label) or ``(N, K)`` bool labels -> ``(N, K)`` bool multi-hot."""
     labels = _tensor(labels, name)
     if labels.dtype == torch.bool:
         if labels.ndim != 2 or labels.shape[1] != k:
@@ -499,16 +500,19 @@ def _multi_hot(labels: Tensor, k: int, name: str) -> Tensor:
         return labels
     if labels.ndim != 1:
         raise ValueError(f"{name}: integer class ids must be 1-D (N,); got shape {tuple(labels.shape)}")
-    if labels.numel() and (labels.min() < 0 or labels.max() >= k):
-        raise ValueError(f"{name}: class ids must lie in 0..{k - 1}")
-    return F.one_hot(labels.long(), k).bool()
+    if labels.numel() and (labels.min() < -1 or labels.max() >= k):
+        raise ValueError(f"{name}: class ids must lie in 0..{k - 1} (or -1 for none); "
+                         f"got {int(labels.min())}..{int(labels.max())}")
+    labels = labels.long()
+    # one extra column takes the unlabelled items (-1), then is dropped
+    return F.one_hot(torch.where(labels < 0, k, labels), k + 1)[:, :k].bool()
 
 
 def label_relevance(query_labels: Tensor, db_labels: Tensor, class_distance: Tensor, c: float = 20.0) -> Tensor:
     """Video relevance of Objects that Sound (App. A.2): the maximum over label pairs of ``c - d``, never below 0.
 
     Args:
-        query_labels: ``(Q,)`` class ids or ``(Q, K)`` bool multi-hot labels.
+        query_labels: ``(Q,)`` class ids (``-1``: unlabelled) or ``(Q, K)`` bool multi-hot labels.
         db_labels: ``(D,)`` or ``(D, K)``, same convention.
         class_distance: ``(K, K)`` tree distances between classes (shortest path in the ontology).
         c: the offset ``C`` (20 in the paper, the longest distance in the AudioSet ontology).

@@ -329,7 +329,10 @@ def test_label_relevance_agrees_with_the_synthorchestra_ontology():
     # hand: violin-cello 2 edges, violin-guitar 4, violin-drum 5 (3 up to the root, 2 down)
     rel = M.label_relevance(labels, labels, ont.distance_matrix())
     assert rel[0].tolist() == [20.0, 18.0, 16.0, 15.0, 20.0]
-    torch.testing.assert_close(rel, ont.relevance(labels, labels))
+    unlabelled = M.label_relevance(torch.tensor([-1, 3]), labels, ont.distance_matrix())
+    assert unlabelled.tolist() == [[0.0] * 5, [15.0, 15.0, 15.0, 20.0, 15.0]]
+    with pytest.raises(ValueError, match="query_labels"):
+        M.label_relevance(torch.tensor([-2]), labels, ont.distance_matrix())
 
 
 @pytest.mark.parametrize("exclude_self", [False, True])

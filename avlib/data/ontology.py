@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from avlib.metrics import label_relevance
+
 
 class Ontology:
     """A rooted tree whose leaves are the categories ``0 … K-1``.
@@ -79,30 +81,4 @@ class Ontology:
         Returns:
             ``(Q, D)`` float32 relevance, ``c`` for identical categories and smaller for distant ones (never below 0).
         """
-        q = self._multi_hot(query_labels, "query_labels")
-        d = self._multi_hot(db_labels, "db_labels")
-        score = (c - self.distance_matrix().to(torch.float32)).clamp_min(0.0)  # (K, K)
-        neg = torch.tensor(float("-inf"))
-        # rel[q, d] = max_{j in d} m[q, j] with m[q, j] = max_{i in q} score[i, j]; in two steps to keep memory O(QDK)
-        m = torch.where(q[:, :, None], score[None], neg).amax(1)  # (Q, K)
-        rel = torch.where(d[None, :, :], m[:, None, :], neg).amax(-1)  # (Q, D)
-        return torch.where(torch.isfinite(rel), rel, torch.zeros_like(rel))
-
-    def _multi_hot(self, labels: torch.Tensor, name: str) -> torch.Tensor:
-        labels = torch.as_tensor(labels)
-        k = self.num_categories
-        if labels.dtype == torch.bool:
-            if labels.ndim != 2 or labels.shape[1] != k:
-                raise ValueError(f"{name}: a bool label matrix must have shape (N, {k}); got {tuple(labels.shape)}")
-            return labels
-        if labels.ndim != 1:
-            raise ValueError(f"{name}: integer labels must be 1-D (N,); got shape {tuple(labels.shape)}")
-        if labels.numel() and (labels.min() < -1 or labels.max() >= k):
-            raise ValueError(f"{name}: category ids must lie in 0..{k - 1} (or -1 for none); "
-                             f"got {labels.min()}..{labels.max()}")
-        labels = labels.long()
-        # one extra column absorbs the unlabelled items (-1), then is dropped
-        return torch.nn.functional.one_hot(torch.where(labels < 0, k, labels), k + 1)[:, :k].bool()
-
-    def __repr__(self) -> str:
-        return f"Ontology(root={self.root!r}, categories={self.names})"
+        return label_relevance(query_labels, db_labels, self.distance_matrix(), c=c)
