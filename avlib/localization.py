@@ -35,6 +35,42 @@ _IMAGE_TRANSFORMS: dict[str, type[nn.Module]] = {"dmc": DMCImageTransform, "cavl
 NO_BOXES = "not scored: localization needs sounding-object boxes ('boxes' and 'sounding' in the clip manifest)"
 
 
+def contrast_score(agreement: Tensor) -> Tensor:
+    """How much more each center agrees with its own sound than with the batch's other sounds.
+
+    Args:
+        agreement: ``(B_audio, B_visual, k)`` agreement of every sound's center j with every image's center j
+            (a similarity, or minus a distance); the diagonal pairs each image with its own sound.
+
+    Returns:
+        ``(B, k)``: ``agreement[b, b, j] - mean_{a != b} agreement[a, b, j]``.
+    """
+    b = agreement.shape[0]
+    if b < 2:
+        raise ValueError("contrast_score needs a batch of at least 2 scenes (mode='contrast')")
+    own = torch.diagonal(agreement, dim1=0, dim2=1).T  # (B, k)
+    return own - (agreement.sum(0) - own) / (b - 1)
+
+
+def pick_center_maps(maps: Tensor, score: Tensor, size: tuple[int, int] | None = None) -> dict[str, Tensor]:
+    """The assignment maps of each item's best- and worst-scoring center.
+
+    Args:
+        maps: ``(B, k, h, w)`` soft-assignment maps of the k visual centers.
+        score: ``(B, k)`` per-center scores (higher = more related to the sound).
+        size: optional ``(H, W)`` to upsample the maps to (bilinear).
+
+    Returns:
+        dict with ``related`` and ``unrelated`` maps ``(B, h, w)`` (or ``(B, H, W)``), ``related_index`` ``(B,)``
+        and ``score``.
+    """
+    rel, unrel = score.argmax(dim=1), score.argmin(dim=1)
+    if size is not None:
+        maps = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
+    idx = torch.arange(maps.shape[0], device=maps.device)
+    return {"related": maps[idx, rel], "unrelated": maps[idx, unrel], "related_index": rel, "score": score}
+
+
 def image_transform(cfg: dict[str, Any]) -> nn.Module:
     """The image transform of the method a config belongs to (``cfg["method"]``: ``dmc`` or ``cavl``)."""
     if cfg["method"] not in _IMAGE_TRANSFORMS:

@@ -12,10 +12,10 @@ import functools
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avlib.cluster import soft_kmeans
+from avlib.localization import contrast_score, pick_center_maps
 from avlib.losses import alignment_score, cavl_contrastive_loss, sample_negatives
 from avlib.nets.backbones import VGG16Features, VGGish
 
@@ -89,20 +89,10 @@ class CAVLNet(nn.Module):
         if mode == "paper":
             score = -(ca[:, None] - cv).pow(2).sum(-1).sqrt()  # Eq. 7: minus the distance
         elif mode == "contrast":
-            b = ca.shape[0]
-            if b < 2:
-                raise ValueError("CAVLNet.localize: mode='contrast' needs a batch of at least 2 scenes")
-            dist = (ca[:, None, None] - cv[None]).pow(2).sum(-1).sqrt()  # (B_audio, B_visual, k_v)
-            pos = torch.diagonal(dist, dim1=0, dim2=1).T  # (B, k_v)
-            score = (dist.sum(0) - pos) / (b - 1) - pos
+            score = contrast_score(-(ca[:, None, None] - cv[None]).pow(2).sum(-1).sqrt())  # (B_audio, B_visual, k_v)
         else:
             raise ValueError(f"CAVLNet.localize: mode must be 'paper' or 'contrast'; got {mode!r}")
-        rel, unrel = score.argmax(dim=1), score.argmin(dim=1)
-        maps = out["visual_map"]
-        if size is not None:
-            maps = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
-        idx = torch.arange(maps.shape[0], device=maps.device)
-        return {"related": maps[idx, rel], "unrelated": maps[idx, unrel], "related_index": rel, "score": score}
+        return pick_center_maps(out["visual_map"], score, size)
 
 
 def cavl_step(model: CAVLNet, batch: dict[str, Tensor], margin: float = 1.0,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avlib.cluster import multimodal_cluster
+from avlib.localization import contrast_score, pick_center_maps
 from avlib.losses import dmc_center_similarity, dmc_max_margin_loss, sample_negatives
 from avlib.nets.backbones import VGG16Features, VGGish
 
@@ -99,21 +100,11 @@ class DMCNet(nn.Module):
         if mode == "paper":
             score = dmc_center_similarity(ca.mean(dim=1, keepdim=True).expand_as(cv), cv)
         elif mode == "contrast":
-            b = ca.shape[0]
-            if b < 2:
-                raise ValueError("DMCNet.localize: mode='contrast' needs a batch of at least 2 scenes")
-            an, vn = F.normalize(ca, dim=-1), F.normalize(cv, dim=-1)
-            sim = torch.einsum("akm,vkm->avk", an, vn)  # (B_audio, B_visual, k): every sound against every image
-            pos = torch.diagonal(sim, dim1=0, dim2=1).T  # (B, k)
-            score = pos - (sim.sum(0) - pos) / (b - 1)
+            sim = torch.einsum("akm,vkm->avk", F.normalize(ca, dim=-1), F.normalize(cv, dim=-1))  # every sound, image
+            score = contrast_score(sim)
         else:
             raise ValueError(f"DMCNet.localize: mode must be 'paper' or 'contrast'; got {mode!r}")
-        rel, unrel = score.argmax(dim=1), score.argmin(dim=1)
-        maps = out["visual_map"]
-        if size is not None:
-            maps = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
-        idx = torch.arange(maps.shape[0], device=maps.device)
-        return {"related": maps[idx, rel], "unrelated": maps[idx, unrel], "related_index": rel, "score": score}
+        return pick_center_maps(out["visual_map"], score, size)
 
 
 def dmc_step(model: DMCNet, batch: dict[str, Tensor], margin: float = 1.0,
