@@ -378,6 +378,9 @@ class _LivePlot:
         from IPython.display import display
 
         fig = history_figure(history, title="training loss")
+        # A plotly figure displays itself through its own _ipython_display_, which ignores display ids: hand IPython
+        # the rendered bundle instead, so every redraw replaces the one output rather than appending another.
+        bundle = fig._repr_mimebundle_()
         if self.handle is None:
             try:
                 import plotly.graph_objects as go
@@ -385,15 +388,15 @@ class _LivePlot:
                 self.widget = go.FigureWidget(fig)
                 self.handle = display(self.widget, display_id=True)
             except ImportError:
-                self.handle = display(fig, display_id=True)
+                self.handle = display(bundle, raw=True, display_id=True)
         elif final:
-            self.handle.update(fig)
+            self.handle.update(bundle, raw=True)
         elif self.widget is not None:
             with self.widget.batch_update():
                 self.widget.data[0].x = [h["step"] for h in history]
                 self.widget.data[0].y = [h["loss"] for h in history]
         elif time.monotonic() - self.last_draw > 3.0:
-            self.handle.update(fig)
+            self.handle.update(bundle, raw=True)
         self.last_draw = time.monotonic()
 
 

@@ -97,7 +97,9 @@ def heatmap_grid(images: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray | N
 
 def history_figure(history: Sequence[Mapping[str, float]], keys: Sequence[str] = ("loss",),
                    title: str = "training") -> go.Figure:
-    """Line plot of logged values against ``step`` from a training history (a list of dicts)."""
+    """Line plot of logged values against ``step`` from a training history (list of dicts); ``keys``: name(s)."""
+    if isinstance(keys, str):
+        keys = (keys,)
     fig = go.Figure()
     for key in keys:
         pts = [(h["step"], h[key]) for h in history if key in h]

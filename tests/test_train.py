@@ -211,26 +211,52 @@ def test_history_jsonl_and_schedule(tmp_path):
     assert rows[-1]["loss"] < rows[0]["loss"]
 
 
-def test_live_plot_shows_then_leaves_the_final_curve(monkeypatch):
+LIVE_PLOT_CELL = """
+import time
+import torch
+from avlib.train import TrainConfig, fit
+
+torch.manual_seed(0)
+model = torch.nn.Linear(2, 1)
+data = torch.utils.data.TensorDataset(torch.randn(64, 2), torch.randn(64, 1))
+
+def step(m, batch):
+    time.sleep(0.15)  # slow enough for the curve to be redrawn while training (every 3 s)
+    x, y = batch
+    return {"loss": ((m(x) - y) ** 2).mean()}
+
+result = fit(model, step, data, torch.optim.SGD(model.parameters(), lr=0.1),
+             TrainConfig(steps=40, batch_size=8, log_every=1, progress=False, precision="fp32"))
+print([round(h["loss"], 6) for h in result.history])
+"""
+
+
+def test_live_plot_in_a_real_kernel_leaves_one_output_with_the_final_curve():
+    # Run in a real Jupyter kernel, as nbval and the book do: every redraw must replace the one figure output, and
+    # the output that stays is the complete final curve.
+    import ast
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(LIVE_PLOT_CELL)])
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    outputs = nb.cells[0].outputs
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 1, [o.get("output_type") for o in outputs]
+    losses = ast.literal_eval(next(o for o in outputs if o.output_type == "stream").text.strip())
+    trace = figures[0]["data"]["application/vnd.plotly.v1+json"]["data"][0]
+    assert list(trace["x"]) == list(range(1, 41))
+    assert [round(v, 6) for v in trace["y"]] == losses
+
+
+def test_live_plot_is_off_outside_a_kernel(monkeypatch):
     import IPython.display
 
-    shown, updates = [], []
-
-    class Handle:
-        def update(self, obj):
-            updates.append(obj)
-
-    def display(obj, display_id=False):
-        shown.append(obj)
-        return Handle()
-
-    monkeypatch.setattr(IPython.display, "display", display)
-    _, result = run_tiny(None, step_fn=plain_step, live_plot=True, steps=12, log_every=5)
-    assert len(shown) == 1  # one output, updated in place
-    final = updates[-1]
-    assert list(final.data[0].x) == list(range(1, 13)) and list(final.data[0].y) == [h["loss"] for h in result.history]
-    _, quiet = run_tiny(None, step_fn=plain_step, steps=2)  # live_plot=None: off outside a Jupyter kernel
-    assert len(shown) == 1
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *args, **kwargs: shown.append(args))
+    run_tiny(None, step_fn=plain_step, steps=2)  # live_plot=None: off outside a Jupyter kernel
+    assert shown == []
 
 
 def test_compiled_model_trains_and_checkpoints_plain_weights(tmp_path):
