@@ -73,6 +73,8 @@ def _parser() -> _Parser:
     t.add_argument("--scale", choices=SCALES, default=None, help="config scale (default: AVLIB_SCALE or quick)")
     t.add_argument("--data", type=Path, help="clip directory (default: the config's SynthOrchestra world in memory)")
     t.add_argument("--resume", action="store_true", help="continue from RUN/last.pt if it exists")
+    t.add_argument("--init-from", type=Path,
+                   help="start from another method's trained run (configs with init_from: avol at quick scale)")
     t.add_argument("--steps", type=_positive_int, help="optimisation steps (default: the config's)")
     t.add_argument("--batch-size", type=_positive_int, help="batch size per process (default: the config's)")
     t.add_argument("--lr", type=float, help="base learning rate (default: the config's)")
@@ -130,10 +132,20 @@ def _synth(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
-    from avlib.methods import make_optimizer, train_config
+    from avlib.methods import get_method, make_optimizer, train_config
     from avlib.train import fit
 
     built = _build(args.method, args.scale, args.data, args.seed)
+    init = built.cfg.get("init_from")
+    if init is None and args.init_from is not None:
+        raise UsageError(f"--init-from: {args.method} at scale {built.cfg['scale']!r} starts from scratch")
+    if init is not None:
+        if args.init_from is None:
+            raise UsageError(
+                f"{args.method} at scale {built.cfg['scale']!r} starts from a trained {init} model: run "
+                f"`avlib train {init} --scale {built.cfg['scale']} --out RUN` first, then pass --init-from RUN"
+            )
+        built.model = get_method(args.method).init(built, args.init_from)
     if args.lr is not None:
         built.cfg["lr"] = args.lr
     overrides = {"steps": args.steps, "batch_size": args.batch_size}
@@ -149,7 +161,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         num_workers=args.workers,
         seed=args.seed,
         compile=args.compile,
-        channels_last=args.channels_last,
+        channels_last=args.channels_last or bool(built.cfg.get("channels_last", False)),
         clip_grad=args.clip_grad,
         live_plot=False,
     )

@@ -38,12 +38,15 @@ class Method:
     """How a method is built from its config (a dict of ``avlib.configs``).
 
     ``model(cfg) -> (model, step_fn)``; ``example_batch(cfg, n)``: a random batch of ``n`` with the shapes the step
-    expects; ``data(cfg, clip_dir_or_None, seed) -> (train Dataset, eval_fn)``.
+    expects; ``data(cfg, clip_dir_or_None, seed) -> (train Dataset, eval_fn)``; ``init(built, checkpoint) -> model``
+    (optional): the starting model made from another method's trained checkpoint, for configs that name that
+    method in ``init_from``.
     """
 
     model: Callable[[dict[str, Any]], tuple[nn.Module, StepFn]]
     example_batch: Callable[[dict[str, Any], int], Any]
     data: Callable[[dict[str, Any], Path | None, int], tuple[Dataset, EvalFn]]
+    init: Callable[[Built, Path], nn.Module] | None = None
 
 
 @dataclass
@@ -169,8 +172,27 @@ def _avc_data(cfg: dict[str, Any], data: Path | None, seed: int) -> tuple[Datase
     return train, eval_fn
 
 
-for _name in ("l3", "ave", "avol"):
+def _avol_from_ave(built: Built, checkpoint: Path) -> nn.Module:
+    """AVOL-Net started from a trained AVE-Net (Objects that Sound): trunks and fc layers copied (the fcs become 1x1
+    convolutions), the calibration fitted on one batch of the training pairs."""
+    from avlib.avc import build_avc
+    from avlib.nets.ave import AVOLNet
+    from avlib.train import load_checkpoint
+
+    ave, _, _ = build_avc({**built.cfg, "method": "ave"})  # the same trunks and embedding sizes
+    load_checkpoint(checkpoint, ave)
+    avol = AVOLNet.from_avenet(ave.eval())
+    _, frontend, _ = build_avc(built.cfg)
+    batch = built.train_data.batch(range(min(256, len(built.train_data))))
+    with torch.no_grad():
+        spec = frontend(batch["audio"])
+    avol.eval().calibrate_(batch["image"], spec, batch["label"])
+    return avol.train()
+
+
+for _name in ("l3", "ave"):
     register(_name, Method(_avc_model, _avc_example_batch, _avc_data))
+register("avol", Method(_avc_model, _avc_example_batch, _avc_data, init=_avol_from_ave))
 
 
 # ------------------------------------------------------------------------------- clustering nets: DMC and CAVL

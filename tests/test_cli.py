@@ -108,6 +108,28 @@ def test_eval_refuses_other_methods_checkpoint(tmp_path, capsys, clips):
     assert code == 2 and "holds a 'ave' model" in err
 
 
+def test_avol_quick_starts_from_a_trained_ave_run(tmp_path, capsys, clips):
+    torch.set_num_threads(1)
+    code, _, err = run(capsys, "train", "avol", "--data", clips, "--out", tmp_path / "avol0", "--steps", "1")
+    assert code == 2 and "starts from a trained ave model" in err and "--init-from" in err
+    code, _, err = run(capsys, "train", "l3", "--data", clips, "--out", tmp_path / "l3", "--init-from", tmp_path)
+    assert code == 2 and "starts from scratch" in err
+
+    fast = ["--data", clips, "--batch-size", "4", "--steps", "2", "--precision", "fp32", "--no-eval"]
+    code, _, err = run(capsys, "train", "ave", "--out", tmp_path / "ave", *fast)
+    assert code == 0, err
+    ave_state = load_checkpoint(tmp_path / "ave")["model"]
+    code, summary, err = run(capsys, "train", "avol", "--out", tmp_path / "avol", "--init-from", tmp_path / "ave",
+                             "--data", clips, "--batch-size", "4", "--steps", "1", "--precision", "fp32")
+    assert code == 0, err
+    assert summary["step"] == 1 and 0 <= summary["eval"]["avc_accuracy"] <= 1
+    # the checkpoint's AVE-Net went in: a vision trunk weight that one step of training barely moves
+    key = next(k for k in ave_state if k.startswith("vision.") and k.endswith("weight"))
+    avol_state = load_checkpoint(tmp_path / "avol")["model"]
+    assert torch.allclose(avol_state[key], ave_state[key], atol=1e-2)
+    assert not torch.allclose(avol_state[key], torch.zeros_like(ave_state[key]))
+
+
 def test_console_entry_point_help():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.run([sys.executable, "-m", "avlib.cli", "--help"], capture_output=True, text=True, env=env)
