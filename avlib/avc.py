@@ -130,7 +130,8 @@ def train_avc(
     ``cfg`` and initialised from ``seed``, or ``net`` is trained further (e.g. an AVOL-Net made from an AVE-Net). Each
     step sees fresh pairs (the pair set holds ``steps * batch_size`` items). Returns ``(net, frontend, TrainResult)``.
     """
-    from avlib.train import TrainConfig, fit
+    from avlib.methods import make_optimizer, train_config
+    from avlib.train import fit
 
     steps = int(steps or cfg["steps"])
     torch.manual_seed(seed)
@@ -139,10 +140,8 @@ def train_avc(
     pair_cfg = {**cfg["pairs"], **pairs}
     data = AVCPairs(source, clips=clips, length=steps * cfg["batch_size"], volume_jitter=cfg["volume_jitter"],
                     seed=seed, **pair_cfg)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    train_cfg = TrainConfig(steps=steps, batch_size=cfg["batch_size"], seed=seed, progress=progress, log_every=10,
-                            live_plot=False, channels_last=bool(cfg.get("channels_last", False)))
-    result = fit(net, step_fn, data, opt, train_cfg)
+    train_cfg = train_config(cfg, steps=steps, seed=seed, progress=progress, log_every=10, live_plot=False)
+    result = fit(net, step_fn, data, make_optimizer(net, cfg), train_cfg)
     return net, frontend, result
 
 

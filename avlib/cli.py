@@ -148,7 +148,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         built.model = get_method(args.method).init(built, args.init_from)
     if args.lr is not None:
         built.cfg["lr"] = args.lr
-    overrides = {"steps": args.steps, "batch_size": args.batch_size}
+    overrides = {"steps": args.steps, "batch_size": args.batch_size, "channels_last": args.channels_last or None}
     cfg = train_config(
         built.cfg,
         **{k: v for k, v in overrides.items() if v is not None},
@@ -161,7 +161,6 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         num_workers=args.workers,
         seed=args.seed,
         compile=args.compile,
-        channels_last=args.channels_last or bool(built.cfg.get("channels_last", False)),
         clip_grad=args.clip_grad,
         live_plot=False,
     )

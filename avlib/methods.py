@@ -98,8 +98,8 @@ def make_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimiz
 
 
 def train_config(cfg: dict[str, Any], **overrides: Any) -> TrainConfig:
-    """A :class:`TrainConfig` from a method config's schedule (``steps``, ``batch_size``, ``schedule``, ...)."""
-    keys = ("steps", "batch_size", "schedule", "warmup_steps", "milestones", "gamma", "min_lr_ratio")
+    """A :class:`TrainConfig` from a method config (``steps``, ``batch_size``, the schedule, ``channels_last``)."""
+    keys = ("steps", "batch_size", "schedule", "warmup_steps", "milestones", "gamma", "min_lr_ratio", "channels_last")
     kwargs = {k: cfg[k] for k in keys if k in cfg}
     kwargs["meta"] = {"method": cfg["method"], "scale": cfg["scale"]}
     kwargs.update(overrides)
