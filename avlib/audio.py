@@ -282,3 +282,19 @@ def make_frontend(audio_cfg: dict[str, Any], input_sample_rate: int | None = Non
     if issubclass(cls, VGGishLogMel) and frames is not None:
         cfg["example_frames"] = frames
     return cls(**cfg, input_sample_rate=input_sample_rate)
+
+
+def first_example(frontend: nn.Module, wave: Tensor) -> Tensor:
+    """The single-example network input of a batch: ``(B, N)`` waveforms → ``(B, 1, T, F)`` (VGGish family: the
+    first example; others: the frontend's one map), computed on the waveforms' device in float32 even inside an
+    autocast region, so that spectrograms do not depend on the training precision."""
+    frontend.to(wave.device)
+    with torch.autocast(device_type=wave.device.type, enabled=False):
+        return frontend(wave.float())[:, :1]
+
+
+def example_samples(frontend: nn.Module, audio_cfg: dict[str, Any]) -> int:
+    """Samples per clip that a network input needs: ``audio_cfg["seconds"]`` where the config fixes the input length
+    (CAVL: 10 s), else the frontend's minimum (one VGGish example), at the frontend's sample rate."""
+    seconds = audio_cfg.get("seconds")
+    return round(seconds * frontend.sample_rate) if seconds is not None else int(frontend.min_samples)

@@ -6,7 +6,8 @@ A clip directory holds ``manifest.jsonl`` (one JSON object per line, one line pe
     root/clips/<id>/audio.wav             mono WAV (float32 for SynthOrchestra, PCM from real videos)
     root/clips/<id>/frames/000012.png     video frame number 12, i.e. time 12 / fps
 
-Manifest fields (paths are relative to ``root``):
+Manifest fields (paths are relative to ``root`` and must stay inside it, symlinks resolved: :func:`read_manifest`
+refuses absolute paths and ``..`` or symlink escapes, naming the manifest line):
 
 - required: ``id`` (str, unique), ``audio`` (path), ``frames`` (list of paths), ``frame_indices`` (list of int: the
   video frame number of each image), ``fps``, ``sample_rate``, ``num_samples``, ``duration`` (s), ``split``;
@@ -16,7 +17,8 @@ Manifest fields (paths are relative to ``root``):
 
 :func:`write_clips` writes a SynthOrchestra world in this format; ``data_scripts/prepare_clips.py`` writes it from
 real videos. :class:`ClipDataset` reads it; :class:`SynthClips` yields the very same items straight from a world
-(frames quantised to 8 bits exactly as the PNG files are), so quick runs skip the disk.
+(frames quantised to 8 bits exactly as the PNG files are), so quick runs skip the disk. Before a long run,
+:func:`avlib.data.preflight.preflight` (or :meth:`ClipDataset.scan`) decodes every file once and lists all bad ones.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -34,7 +37,11 @@ import torchaudio
 from PIL import Image
 from torch.utils.data import Dataset
 
+from avlib.data.safety import UnsafePathError, contained_path
 from avlib.data.synthetic import Scene, SynthOrchestra
+
+if TYPE_CHECKING:
+    from avlib.data.preflight import PreflightReport
 
 MANIFEST = "manifest.jsonl"
 REQUIRED = ("id", "audio", "frames", "frame_indices", "fps", "sample_rate", "num_samples", "duration", "split")
@@ -153,32 +160,42 @@ def write_clips(world: SynthOrchestra, root: str | os.PathLike, indices: Sequenc
 
 
 def read_manifest(root: str | os.PathLike) -> list[dict]:
-    """Parse ``root/manifest.jsonl``; raises :class:`ClipFormatError` listing every malformed row at once."""
+    """Parse ``root/manifest.jsonl``; raises :class:`ClipFormatError` listing every malformed row at once.
+
+    Every ``audio`` and ``frames`` path must be relative and stay inside ``root`` once symlinks are resolved
+    (:func:`avlib.data.safety.contained_path`); a row that breaks this is reported like any other malformed row, e.g.
+    ``data/manifest.jsonl line 3: audio path '../x.wav' leaves the clip directory``.
+    """
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"clip manifest not found: {path}")
-    rows, problems, seen = [], [], set()
+    rows, problems, seen, dirs = [], [], set(), {}
     with open(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            at = f"{path} line {n}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                problems.append(f"{path}:{n}: not valid JSON ({e.msg})")
+                problems.append(f"{at}: not valid JSON ({e.msg})")
                 continue
             if not isinstance(row, dict):
-                problems.append(f"{path}:{n}: a row must be a JSON object")
+                problems.append(f"{at}: a row must be a JSON object")
                 continue
             missing = [k for k in REQUIRED if k not in row]
             if missing:
-                problems.append(f"{path}:{n}: clip {row.get('id', '?')!r} lacks {', '.join(missing)}")
+                problems.append(f"{at}: clip {row.get('id', '?')!r} lacks {', '.join(missing)}")
+                continue
+            if not isinstance(row["frames"], list) or not isinstance(row["frame_indices"], list):
+                problems.append(f"{at}: clip {row['id']!r}: frames and frame_indices must be lists")
                 continue
             if len(row["frames"]) != len(row["frame_indices"]):
-                problems.append(f"{path}:{n}: clip {row['id']!r} has {len(row['frames'])} frames but "
+                problems.append(f"{at}: clip {row['id']!r} has {len(row['frames'])} frames but "
                                 f"{len(row['frame_indices'])} frame_indices")
+            problems.extend(_unsafe_paths(root, row, at, dirs))
             if row["id"] in seen:
-                problems.append(f"{path}:{n}: duplicate clip id {row['id']!r}")
+                problems.append(f"{at}: duplicate clip id {row['id']!r}")
             seen.add(row["id"])
             rows.append(row)
     if problems:
@@ -186,6 +203,29 @@ def read_manifest(root: str | os.PathLike) -> list[dict]:
     if not rows:
         raise ClipFormatError(f"clip manifest {path} has no clips")
     return rows
+
+
+def _unsafe_paths(root: str | os.PathLike, row: dict, at: str, dirs: dict[str, str]) -> list[str]:
+    """One line for the audio path and one for the first bad frame path of ``row`` that leave ``root``."""
+    problems = []
+    try:
+        contained_path(root, row["audio"], f"{at}: audio", dirs=dirs)
+    except UnsafePathError as e:
+        problems.append(str(e))
+    bad = []
+    for p, rel in enumerate(row["frames"]):
+        try:
+            contained_path(root, rel, f"{at}: frames[{p}]", dirs=dirs)
+        except UnsafePathError as e:
+            bad.append(str(e))
+    if bad:
+        problems.append(bad[0] + (f" (and {len(bad) - 1} more frame path(s) of this row)" if len(bad) > 1 else ""))
+    return problems
+
+
+def expected_samples(row: dict, sample_rate: int) -> int:
+    """Audio samples a manifest row promises at ``sample_rate`` (its ``num_samples`` at its own ``sample_rate``)."""
+    return int(math.ceil(int(row["num_samples"]) * sample_rate / int(row["sample_rate"])))
 
 
 class ClipDataset(Dataset):
@@ -244,6 +284,12 @@ class ClipDataset(Dataset):
             raise ClipFormatError(f"clip {row['id']!r}: audio file {path} contains NaN or inf")
         if sr != self.sample_rate:
             wave = torchaudio.functional.resample(wave, sr, self.sample_rate)
+        need = expected_samples(row, self.sample_rate)
+        if wave.shape[0] < need:
+            raise ClipFormatError(
+                f"clip {row['id']!r}: audio file {path} is shorter than the manifest says: {data.shape[0] / sr:.3f} s "
+                f"({data.shape[0]} samples at {sr} Hz) for num_samples {row['num_samples']} at {row['sample_rate']} Hz "
+                f"({int(row['num_samples']) / int(row['sample_rate']):.3f} s)")
         return wave
 
     def _read_frame(self, row: dict, path_rel: str) -> torch.Tensor:
@@ -269,8 +315,14 @@ class ClipDataset(Dataset):
             "label": int(row["label"]) if row.get("label") is not None else -1,
         }
         if self.frames != "none":
-            item["frames"] = torch.stack([self._read_frame(row, row["frames"][p]) for p in keep]) if keep else (
-                torch.zeros(0, 3, 0, 0))
+            images = [self._read_frame(row, row["frames"][p]) for p in keep]
+            for p, image in zip(keep, images, strict=True):
+                if image.shape != images[0].shape:
+                    raise ClipFormatError(
+                        f"clip {row['id']!r}: image file {self.root / row['frames'][p]} is {image.shape[2]}x"
+                        f"{image.shape[1]} pixels but {row['frames'][keep[0]]} is {images[0].shape[2]}x"
+                        f"{images[0].shape[1]} (a clip's frames must share one size)")
+            item["frames"] = torch.stack(images) if images else torch.zeros(0, 3, 0, 0)
         for key, dtype in (("categories", torch.int64), ("sounding", torch.bool), ("source_categories", torch.int64)):
             if row.get(key) is not None:
                 item[key] = torch.tensor(row[key], dtype=dtype)
@@ -289,19 +341,15 @@ class ClipDataset(Dataset):
             return [n // 2] if n else []
         return list(range(n))
 
-    def scan(self) -> None:
-        """Decode every clip's audio and images; raise one :class:`ClipFormatError` listing all unreadable clips."""
-        problems = []
-        for row in self.rows:
-            try:
-                self._read_audio(row)
-                if self.frames != "none":
-                    for p in row["frames"]:
-                        self._read_frame(row, p)
-            except ClipFormatError as e:
-                problems.append(str(e))
-        if problems:
-            raise ClipFormatError(f"{len(problems)} unreadable clip(s) under {self.root}:\n" + "\n".join(problems))
+    def scan(self, workers: int | None = None, progress: bool = False) -> PreflightReport:
+        """Decode every file of this dataset's split once and check it against the manifest: a shortcut for
+        :func:`avlib.data.preflight.preflight` (which see), images skipped when ``frames="none"``.
+
+        Raises one :class:`~avlib.data.preflight.PreflightError` (a :class:`ClipFormatError`) listing all bad files.
+        """
+        from avlib.data.preflight import preflight  # preflight imports this module
+
+        return preflight(self.root, self.split, workers=workers, progress=progress, images=self.frames != "none")
 
     # -------------------------------------------------------------- ClipSource protocol (for AVCPairs)
     def clip_frame_indices(self, j: int) -> np.ndarray:
@@ -318,8 +366,7 @@ class ClipDataset(Dataset):
 
     def clip_samples(self, j: int) -> int:
         """Audio samples of clip ``j`` at the dataset's sample rate."""
-        row = self.rows[j]
-        return int(math.ceil(int(row["num_samples"]) * self.sample_rate / int(row["sample_rate"])))
+        return expected_samples(self.rows[j], self.sample_rate)
 
     def clip_label(self, j: int) -> int:
         """The clip's label, else its first sounding category, else -1."""

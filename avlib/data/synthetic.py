@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from avlib.data.ontology import Ontology
+from avlib.metrics import boxes_to_masks
 
 FAMILIES = ("solo", "duet", "mosaic", "c1", "c2", "c3", "c4")
 _FAMILY_COUNTS = {  # family -> (sounding, silent) visible objects
@@ -207,13 +208,9 @@ class Scene:
 
 
 def boxes_to_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``(..., 4)`` xyxy pixel boxes → ``(..., H, W)`` bool masks (pixel centres inside the box)."""
-    ys = torch.arange(height, dtype=torch.float32) + 0.5
-    xs = torch.arange(width, dtype=torch.float32) + 0.5
-    b = boxes.to(torch.float32)[..., None, None]
-    inside_y = (ys[:, None] >= b[..., 1, :, :]) & (ys[:, None] < b[..., 3, :, :])
-    inside_x = (xs[None, :] >= b[..., 0, :, :]) & (xs[None, :] < b[..., 2, :, :])
-    return inside_y & inside_x
+    """``(..., 4)`` xyxy pixel boxes → ``(..., H, W)`` bool masks (pixel centres inside the box;
+    :func:`avlib.metrics.boxes_to_masks`)."""
+    return boxes_to_masks(boxes, height, width).bool()
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:

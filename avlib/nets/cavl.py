@@ -8,18 +8,14 @@ for the background); the alignment score of Eq. 4 trained with the contrastive l
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from avlib.cluster import soft_kmeans
-from avlib.localization import contrast_score, pick_center_maps
-from avlib.losses import alignment_score, cavl_contrastive_loss, sample_negatives
 from avlib.nets.backbones import VGG16Features, VGGish
 
-__all__ = ["CAVLNet", "cavl_example_batch", "cavl_from_config", "cavl_step", "cavl_step_fn"]
+__all__ = ["CAVLNet"]
 
 
 class CAVLNet(nn.Module):
@@ -70,67 +66,3 @@ class CAVLNet(nn.Module):
             "visual_map": rv.assign.transpose(1, 2).reshape(b, self.k_visual, *fv.shape[2:]),
             "audio_map": ra.assign.transpose(1, 2).reshape(b, self.k_audio, *fa.shape[2:]),
         }
-
-    @staticmethod
-    def localize(out: dict[str, Tensor], source: int = 0, size: tuple[int, int] | None = None,
-                 mode: str = "paper") -> dict[str, Tensor]:
-        """Sound localization for audio center ``source``.
-
-        ``mode="paper"`` is Eq. 7: the visual center nearest to the audio center is the sound-maker. ``mode=
-        "contrast"`` (our addition, needs a batch of several scenes) picks the visual center that is nearer to this
-        sound than to the other sounds of the batch by the largest amount, ``mean_{a' != a} ||c^a' - c^v_j|| -
-        ||c^a - c^v_j||``. The chosen center's assignment map is the localization.
-
-        Returns:
-            dict with ``related`` (its assignment map), ``unrelated`` (the lowest-scoring visual center's map), both
-            ``(B, h, w)`` or upsampled to ``size``, ``related_index`` ``(B,)`` and the scores ``(B, k_v)``.
-        """
-        ca, cv = out["centers_a"][:, source], out["centers_v"]  # (B, D), (B, k_v, D)
-        if mode == "paper":
-            score = -(ca[:, None] - cv).pow(2).sum(-1).sqrt()  # Eq. 7: minus the distance
-        elif mode == "contrast":
-            score = contrast_score(-(ca[:, None, None] - cv[None]).pow(2).sum(-1).sqrt())  # (B_audio, B_visual, k_v)
-        else:
-            raise ValueError(f"CAVLNet.localize: mode must be 'paper' or 'contrast'; got {mode!r}")
-        return pick_center_maps(out["visual_map"], score, size)
-
-
-def cavl_step(model: CAVLNet, batch: dict[str, Tensor], margin: float = 1.0,
-              generator: torch.Generator | None = None) -> dict[str, Tensor | float]:
-    """One CAVL training step's loss: Eq. 5 on each true pair and one sampled negative pair per item.
-
-    Args:
-        model: the network.
-        batch: dict with ``image`` ``(B, 3, H, W)`` and ``spec`` ``(B, 1, F, T)``.
-        margin: the contrastive margin.
-
-    Returns:
-        dict with the scalar ``loss`` and the mean positive / negative alignment scores (detached scalars).
-    """
-    out = model(batch["image"], batch["spec"])
-    ca, cv = out["centers_a"], out["centers_v"]
-    neg = sample_negatives(ca.shape[0], generator=generator, device=ca.device)
-    scores = torch.stack([alignment_score(ca, cv), alignment_score(ca[neg], cv)], dim=1)  # (B, 2): S_ii, S_neg
-    labels = torch.tensor([1.0, 0.0], device=scores.device).expand_as(scores)
-    loss = cavl_contrastive_loss(scores, labels, margin=margin)
-    return {"loss": loss, "s_pos": scores[:, 0].detach().mean(), "s_neg": scores[:, 1].detach().mean()}
-
-
-def cavl_from_config(cfg: dict) -> tuple[CAVLNet, functools.partial]:
-    """The network and the engine's ``step_fn`` for a config of ``avlib.configs.get_config("cavl", scale)``."""
-    return CAVLNet(**cfg["net"]), cavl_step_fn(cfg)
-
-
-def cavl_step_fn(cfg: dict) -> functools.partial:
-    """:func:`cavl_step` with the config's margin: the engine's ``step_fn(model, batch)``."""
-    return functools.partial(cavl_step, margin=cfg["margin"])
-
-
-def cavl_example_batch(cfg: dict, n: int) -> dict[str, Tensor]:
-    """A random batch of ``n`` with the shapes :func:`cavl_step` expects at the config's scale (for benchmarks)."""
-    size, audio = int(cfg["image_size"]), cfg["audio"]
-    if audio["frontend"] == "cavl_logfreq":
-        spec_shape = (audio["freq_bins"], audio["frames"])  # (512, 432) at full scale
-    else:
-        spec_shape = (audio["frames"], audio["n_mels"])
-    return {"image": torch.rand(n, 3, size, size), "spec": torch.randn(n, 1, *spec_shape)}

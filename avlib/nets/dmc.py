@@ -7,19 +7,15 @@ multimodal_cluster` with the same projections ``W_j``; training compares matchin
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avlib.cluster import multimodal_cluster
-from avlib.localization import contrast_score, pick_center_maps
-from avlib.losses import dmc_center_similarity, dmc_max_margin_loss, sample_negatives
 from avlib.nets.backbones import VGG16Features, VGGish
 
-__all__ = ["DMCNet", "dmc_example_batch", "dmc_from_config", "dmc_step", "dmc_step_fn"]
+__all__ = ["DMCNet"]
 
 
 def _to_vectors(fmap: Tensor) -> Tensor:
@@ -75,71 +71,3 @@ class DMCNet(nn.Module):
             "visual_map": rv.assign.transpose(1, 2).reshape(b, self.k, *fv.shape[2:]),
             "audio_map": ra.assign.transpose(1, 2).reshape(b, self.k, *fa.shape[2:]),
         }
-
-    @staticmethod
-    def localize(out: dict[str, Tensor], size: tuple[int, int] | None = None, mode: str = "paper") -> dict[str, Tensor]:
-        """Sound localization with k visual centers.
-
-        ``mode="paper"`` follows DMC §5.1: the audio centers are averaged into one vector and compared by cosine
-        with every visual center; the most similar one is the sound-maker ("related"), the least similar one
-        "unrelated". ``mode="contrast"`` (our addition, needs a batch of several scenes) scores each center j by how
-        much more its visual center agrees with *this* sound than with the other sounds of the batch,
-        ``s(c^a_j, c^v_j) - mean_{a' != a} s(c^a'_j, c^v_j)`` — the quantity Eq. 8 trains — and picks the largest.
-        The chosen center's soft assignment over the feature grid is the heatmap.
-
-        Args:
-            out: the output of :meth:`forward`.
-            size: optional ``(H, W)`` to upsample the heatmaps to (bilinear).
-            mode: ``"paper"`` or ``"contrast"``.
-
-        Returns:
-            dict with ``related`` and ``unrelated`` heatmaps ``(B, h, w)`` (or ``(B, H, W)``), ``related_index``
-            ``(B,)`` and the per-center scores ``(B, k)``.
-        """
-        ca, cv = out["centers_a"], out["centers_v"]
-        if mode == "paper":
-            score = dmc_center_similarity(ca.mean(dim=1, keepdim=True).expand_as(cv), cv)
-        elif mode == "contrast":
-            sim = torch.einsum("akm,vkm->avk", F.normalize(ca, dim=-1), F.normalize(cv, dim=-1))  # every sound, image
-            score = contrast_score(sim)
-        else:
-            raise ValueError(f"DMCNet.localize: mode must be 'paper' or 'contrast'; got {mode!r}")
-        return pick_center_maps(out["visual_map"], score, size)
-
-
-def dmc_step(model: DMCNet, batch: dict[str, Tensor], margin: float = 1.0,
-             generator: torch.Generator | None = None) -> dict[str, Tensor | float]:
-    """One DMC training step's loss: Eq. 8 with each item's negative audio drawn from another item of the batch.
-
-    Args:
-        model: the network.
-        batch: dict with ``image`` ``(B, 3, H, W)`` in [-1, 1] and ``spec`` ``(B, 1, T, F)``.
-        margin: Delta of Eq. 8.
-
-    Returns:
-        dict with the scalar ``loss`` and the mean positive and negative center similarities (detached scalars).
-    """
-    out = model(batch["image"], batch["spec"])
-    ca, cv = out["centers_a"], out["centers_v"]
-    neg = sample_negatives(ca.shape[0], generator=generator, device=ca.device)
-    loss = dmc_max_margin_loss(ca, cv, ca[neg], margin=margin)
-    with torch.no_grad():
-        pos_sim = dmc_center_similarity(ca, cv).mean()
-        neg_sim = dmc_center_similarity(ca[neg], cv).mean()
-    return {"loss": loss, "pos_sim": pos_sim, "neg_sim": neg_sim}
-
-
-def dmc_from_config(cfg: dict) -> tuple[DMCNet, functools.partial]:
-    """The network and the engine's ``step_fn`` for a config of ``avlib.configs.get_config("dmc", scale)``."""
-    return DMCNet(**cfg["net"]), dmc_step_fn(cfg)
-
-
-def dmc_step_fn(cfg: dict) -> functools.partial:
-    """:func:`dmc_step` with the config's margin: the engine's ``step_fn(model, batch)``."""
-    return functools.partial(dmc_step, margin=cfg["margin"])
-
-
-def dmc_example_batch(cfg: dict, n: int) -> dict[str, Tensor]:
-    """A random batch of ``n`` with the shapes :func:`dmc_step` expects at the config's scale (for benchmarks)."""
-    size, audio = int(cfg["image_size"]), cfg["audio"]
-    return {"image": torch.rand(n, 3, size, size) * 2 - 1, "spec": torch.randn(n, 1, audio["frames"], audio["n_mels"])}

@@ -20,13 +20,12 @@ Class index 1 of the two-way output means "corresponds"; :meth:`L3Net.correspond
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["L3Net", "VGGSubnet", "avc_step_fn", "conv_bn_relu"]
+__all__ = ["L3Net", "VGGSubnet", "conv_bn_relu"]
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -117,28 +116,3 @@ class L3Net(nn.Module):
         logits = self(image, spec)
         return logits[:, 1] - logits[:, 0]
 
-
-def avc_step_fn(
-    frontend: nn.Module | Callable[[torch.Tensor], torch.Tensor],
-) -> Callable[[nn.Module, dict], dict]:
-    """Build the engine's ``step_fn(model, batch) -> dict`` for the AVC task, shared by L3-, AVE- and AVOL-Net.
-
-    ``batch`` holds ``image (B, 3, H, W)``, ``audio (B, N)`` waveforms and ``label (B,)`` (1 = corresponds). The
-    waveforms go through ``frontend`` (e.g. the L3 log-spectrogram, ``(B, N) -> (B, 1, F, T)``) on the batch's device,
-    and the loss is binary cross-entropy on ``model.correspondence_logit`` — for L3/AVE-Net the same number as the
-    two-way softmax cross-entropy of the papers, for AVOL-Net the logistic loss of its max-pooled score.
-    Returns ``{"loss": scalar tensor, "acc": scalar tensor (detached)}``.
-    """
-
-    def step(model: nn.Module, batch: dict) -> dict:
-        image, audio, label = batch["image"], batch["audio"], batch["label"]
-        if isinstance(frontend, nn.Module):
-            frontend.to(audio.device)
-        spec = frontend(audio)
-        logit = model.correspondence_logit(image, spec).float()
-        target = label.to(logit.device).float()
-        loss = F.binary_cross_entropy_with_logits(logit, target)
-        acc = ((logit > 0).float() == target).float().mean().detach()
-        return {"loss": loss, "acc": acc}
-
-    return step

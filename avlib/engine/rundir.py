@@ -1,0 +1,77 @@
+"""A run directory is owned: one trainer at a time, and an existing run is never replaced without being asked."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import socket
+import warnings
+from pathlib import Path
+
+__all__ = ["RunDirError", "RunLock", "claim_run_dir"]
+
+LOCK_NAME = ".lock"
+RUN_FILES = ("metrics.jsonl", "summary.json", "config.json")
+
+
+class RunDirError(RuntimeError):
+    """The run directory holds another run, or another process is training in it."""
+
+
+def _holds_a_run(out_dir: Path) -> bool:
+    return any((out_dir / name).exists() for name in RUN_FILES) or any(out_dir.glob("step_*.pt")) or any(
+        p.is_dir() and (p / "metrics.jsonl").exists() for p in out_dir.iterdir())
+
+
+def claim_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Check that a run may start in ``out_dir``: refuse (one line) where a run exists and neither ``resume`` nor
+    ``overwrite`` was given; with ``overwrite``, clear the earlier run's files first."""
+    if not out_dir.is_dir() or not _holds_a_run(out_dir):
+        return
+    if resume:
+        return
+    if not overwrite:
+        raise RunDirError(f"{out_dir} already holds a run: pass --resume to continue it or --overwrite to replace it "
+                          "(nothing was changed)")
+    for p in out_dir.iterdir():
+        if p.name == LOCK_NAME:
+            continue
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+class RunLock:
+    """An exclusive lock on ``out_dir/.lock`` (holder's pid and host written in it), held for the whole run.
+
+    The operating system releases the lock of a process that died; its file then still names the dead holder, and
+    the next run takes it over with a warning.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / LOCK_NAME
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunDirError(f"{self.path.parent} is in use by a running trainer ({holder}); wait for it or choose "
+                              "another --out") from None
+        old = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        if old:
+            warnings.warn(f"{self.path}: taking over the lock left by {old}, which is no longer running", stacklevel=2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
