@@ -78,7 +78,7 @@ def _parser() -> _Parser:
                         "stage for methods trained in stages)")
     t.add_argument("--scale", choices=SCALES, default=None, help="config scale (default: AVLIB_SCALE or quick)")
     t.add_argument("--data", type=Path, help="clip directory (default: the config's SynthOrchestra world in memory)")
-    t.add_argument("--resume", action="store_true", 
+    t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its newest verified checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace the run in --out (refused without it)")
     t.add_argument("--init-from", type=Path,

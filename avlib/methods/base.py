@@ -36,8 +36,8 @@ class MethodConfig:
     items one device takes at a time (memory), the rest being gradient accumulation (:mod:`avlib.engine.distributed`).
     ``data`` holds ``SynthOrchestra`` keyword arguments, or ``None`` where the method trains on real data only.
     ``init_from`` names the method whose trained model this one starts from (AVOL-Net at quick scale starts from
-    AVE-Net). Derive with :meth:`replace`, which merges nested dataclasses and dicts:
-    ``cfg.replace(steps=100, net={"beta": 5.0})``.
+    AVE-Net). Derive with :meth:`replace`: ``cfg.replace(steps=100, pairs={"negative_mode": "naive"},
+    data={**cfg.data, "size": 256})``.
     """
 
     method: ClassVar[str] = ""
@@ -61,14 +61,13 @@ class MethodConfig:
     init_from: str | None = None
 
     def replace(self: C, **changes: Any) -> C:
-        """A copy with ``changes``; a dict given for a dataclass or dict field updates it rather than replacing it."""
+        """A copy with ``changes``; a dict given for a dataclass field (``pairs``) updates it, any other value
+        (dicts such as ``audio`` and ``data`` included) replaces the field."""
         merged = {}
         for name, value in changes.items():
             current = getattr(self, name)
             if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
                 value = dataclasses.replace(current, **value)
-            elif isinstance(current, dict) and isinstance(value, Mapping):
-                value = {**current, **value}
             merged[name] = value
         return dataclasses.replace(self, **merged)
 
