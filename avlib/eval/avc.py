@@ -72,9 +72,10 @@ def middle_frame(source: Any, clip: int, window_seconds: float = 1.0) -> tuple[i
 
 
 def clip_inputs(
-    source: Any, clips: Sequence[int], window_seconds: float, shift: int = 0
+    source: Any, clips: Sequence[int], window_seconds: float, shift: int = 0, image_transform: Any = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Middle frame ``(N,3,H,W)``, audio window centred on it plus ``shift`` samples ``(N,n)``, labels ``(N,)``."""
+    """Middle frame ``(N,3,H,W)`` (through ``image_transform``, e.g. the method's evaluation transform, where given),
+    the audio window centred on it plus ``shift`` samples ``(N,n)``, labels ``(N,)``."""
     window = int(round(window_seconds * source.sample_rate))
     frames, audio, labels = [], [], []
     for c in clips:
@@ -82,7 +83,9 @@ def clip_inputs(
         frames.append(source.get_frame(int(c), k))
         audio.append(audio_window(source, int(c), center + shift, window))
         labels.append(source.clip_label(int(c)))
-    return torch.stack(frames), torch.stack(audio), torch.tensor(labels, dtype=torch.int64)
+    image = torch.stack(frames)
+    return (image if image_transform is None else image_transform(image)), torch.stack(audio), torch.tensor(
+        labels, dtype=torch.int64)
 
 
 @torch.no_grad()
@@ -93,8 +96,10 @@ def clip_features(
     clips: Sequence[int],
     window_seconds: float = 1.0,
     batch_size: int = 128,
+    image_transform: Any = None,
 ) -> dict[str, torch.Tensor]:
-    """Embed one frame and the audio window centred on it per clip (Objects that Sound Sec. 3.1's database).
+    """Embed one frame (through ``image_transform`` where given) and the audio window centred on it per clip (Objects
+    that Sound Sec. 3.1's database).
 
     Uses ``model.embed_image`` / ``model.embed_audio`` (L3-Net: pool4 features; AVE-Net: unit-norm embeddings).
     Returns ``{"image": (N, D), "audio": (N, D), "labels": (N,)}`` on the CPU.
@@ -102,7 +107,7 @@ def clip_features(
     was_training = model.training
     model.eval()
     dev = model_device(model)
-    image, audio, labels = clip_inputs(source, clips, window_seconds)
+    image, audio, labels = clip_inputs(source, clips, window_seconds, image_transform=image_transform)
     v, a = [], []
     for s in range(0, len(clips), batch_size):
         v.append(model.embed_image(image[s : s + batch_size].to(dev)).float().cpu())

@@ -27,8 +27,10 @@ def grid_offset_test(
     clips: Sequence[int],
     shift_frames: float = 0.5,
     window_seconds: float = 1.0,
+    image_transform: Any = None,
 ) -> dict[str, float]:
-    """Score the same pairs with the audio window on the frame grid and moved ``shift_frames`` of a frame off it.
+    """Score the same pairs with the audio window on the frame grid and moved ``shift_frames`` of a frame off it
+    (frames through ``image_transform`` where given).
 
     Positives pair each clip's middle frame with its own audio; negatives pair it with the audio of the previous clip
     in ``clips`` (the audio batch rolled by one). Half a frame (20 ms at 25 fps) changes nothing a listener could
@@ -40,7 +42,7 @@ def grid_offset_test(
     was_training = model.training
     model.eval()
     shift = int(round(shift_frames * source.sample_rate / float(source.clip_fps(clips[0]))))
-    image, on, _ = clip_inputs(source, clips, window_seconds)
+    image, on, _ = clip_inputs(source, clips, window_seconds, image_transform=image_transform)
     _, off, _ = clip_inputs(source, clips, window_seconds, shift=shift)
     out: dict[str, float] = {}
     correct = {"on": [], "off": []}
