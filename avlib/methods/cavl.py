@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from avlib.audio import first_example, make_frontend
+from avlib.audio import first_example
 from avlib.eval.localization import contrast_score
 from avlib.losses import alignment_score, cavl_contrastive_loss, sample_negatives
 from avlib.methods.base import MethodConfig, StagePlan, register
@@ -100,22 +100,11 @@ def cavl_step(model: CAVLNet, batch: dict[str, Tensor], frontend: torch.nn.Modul
 class CAVL(ClusteringMethod):
     name = "cavl"
     presets = {"full": FULL, "colab": COLAB, "quick": QUICK}
+    loss_step = staticmethod(cavl_step)
 
     def model(self, cfg: CAVLConfig) -> CAVLNet:
         return CAVLNet(visual_cfg=cfg.visual_cfg, audio_cfg=cfg.audio_cfg, embed_dim=cfg.embed_dim,
                        k_audio=cfg.k_audio, beta=cfg.beta, iters=cfg.iters, batch_norm=cfg.batch_norm)
-
-    def step(self, cfg: CAVLConfig) -> Any:
-        frontend = make_frontend(cfg.audio)
-
-        def step(model: CAVLNet, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> dict:
-            return cavl_step(model, batch, frontend, cfg.margin, generator)
-
-        return step
-
-    def example_batch(self, cfg: CAVLConfig, n: int) -> dict[str, Tensor]:
-        return {"image": torch.rand(n, 3, cfg.image_size, cfg.image_size),
-                "audio": 0.1 * torch.randn(n, self.samples(cfg))}
 
     def image_transform(self, cfg: CAVLConfig) -> CAVLImageTransform:
         return CAVLImageTransform(cfg.image_size)

@@ -9,6 +9,8 @@ of the related and unrelated centers' maps under the paper's rule and the contra
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +32,19 @@ RULES = ("paper", "contrast")
 
 
 class ClusteringMethod(Method):
-    """Data and evaluation of DMC and CAVL; a subclass gives the network, the step, the image transform and
-    ``center_scores(cfg, out, mode) -> (B, k_v)`` (its rule for which visual center made the sound)."""
+    """Data, step and evaluation of DMC and CAVL; a subclass gives the network, ``loss_step(model, batch, frontend,
+    margin, generator)`` (its loss), the image transform and ``center_scores(cfg, out, mode) -> (B, k_v)`` (its rule
+    for which visual center made the sound)."""
+
+    loss_step: Callable[..., dict[str, Tensor]]
+
+    def step(self, cfg: MethodConfig) -> Callable[..., dict[str, Tensor]]:
+        """``loss_step`` with the config's frontend and margin: ``step(model, batch, generator=None)``."""
+        return functools.partial(self.loss_step, frontend=make_frontend(cfg.audio), margin=cfg.margin)
+
+    def example_batch(self, cfg: MethodConfig, n: int) -> dict[str, Tensor]:
+        return {"image": self.image_transform(cfg)(torch.rand(n, 3, cfg.image_size, cfg.image_size)),
+                "audio": 0.1 * torch.randn(n, self.samples(cfg))}
 
     def image_transform(self, cfg: MethodConfig) -> nn.Module:
         raise NotImplementedError

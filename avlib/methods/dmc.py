@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avlib.audio import first_example, make_frontend
+from avlib.audio import first_example
 from avlib.eval.localization import contrast_score
 from avlib.losses import dmc_center_similarity, dmc_max_margin_loss, sample_negatives
 from avlib.methods.base import MethodConfig, register
@@ -93,22 +93,11 @@ def dmc_step(model: DMCNet, batch: dict[str, Tensor], frontend: torch.nn.Module,
 class DMC(ClusteringMethod):
     name = "dmc"
     presets = {"full": FULL, "colab": COLAB, "quick": QUICK}
+    loss_step = staticmethod(dmc_step)
 
     def model(self, cfg: DMCConfig) -> DMCNet:
         return DMCNet(visual_cfg=cfg.visual_cfg, audio_cfg=cfg.audio_cfg, k=cfg.k, center_dim=cfg.center_dim,
                       iters=cfg.iters, batch_norm=cfg.batch_norm, z=cfg.z)
-
-    def step(self, cfg: DMCConfig) -> Any:
-        frontend = make_frontend(cfg.audio)
-
-        def step(model: DMCNet, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> dict:
-            return dmc_step(model, batch, frontend, cfg.margin, generator)
-
-        return step
-
-    def example_batch(self, cfg: DMCConfig, n: int) -> dict[str, Tensor]:
-        return {"image": torch.rand(n, 3, cfg.image_size, cfg.image_size) * 2 - 1,
-                "audio": 0.1 * torch.randn(n, self.samples(cfg))}
 
     def image_transform(self, cfg: DMCConfig) -> DMCImageTransform:
         return DMCImageTransform(cfg.image_size)
