@@ -2,13 +2,14 @@
 
 The library behind the avlib book. Each submodule holds one concept: ``audio`` and ``vision`` (frontends),
 ``data`` (SynthOrchestra, clip datasets, AVC pairs), ``nets`` (the papers' networks), ``cluster`` (soft-min, soft
-k-means), ``losses``, ``metrics``, ``train`` (the engine), ``configs`` (quick / colab / full scales).
+k-means), ``losses``, ``metrics``, ``engine`` (the training loop), ``eval`` (evaluation protocols) and ``methods``
+(one module per method: its configs at the quick / colab / full scales, and the one route that trains it).
 """
 
-from avlib.runtime import current_scale, select_device, setup_plotly
+from avlib.runtime import choose_scale, current_scale, run_dir, select_device, setup_plotly
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "current_scale", "select_device", "setup_plotly"]
+__all__ = ["__version__", "choose_scale", "current_scale", "run_dir", "select_device", "setup_plotly"]
 
 setup_plotly()

@@ -1,8 +1,9 @@
-"""Where and how big avlib runs: the device, the scale, and the plotly renderer."""
+"""Where and how big avlib runs: the device, the scale, where runs are kept, and the plotly renderer."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -38,6 +39,30 @@ def current_scale(scale: str | None = None) -> str:
     if value not in SCALES:
         raise ValueError(f"{source} must be one of {', '.join(SCALES)}; got {value!r}")
     return value
+
+
+def choose_scale(scale: str = "auto") -> str:
+    """The scale a chapter runs at: an explicit ``scale`` wins, then ``AVLIB_SCALE``; ``"auto"`` is ``colab`` where a
+    CUDA GPU is present and ``quick`` elsewhere. Prints what it chose and on which device."""
+    if scale.strip().lower() != "auto":
+        chosen, why = current_scale(scale), "asked for"
+    elif os.environ.get("AVLIB_SCALE"):
+        chosen, why = current_scale(), "from AVLIB_SCALE"
+    else:
+        chosen, why = ("colab", "a CUDA GPU is present") if torch.cuda.is_available() else ("quick", "no CUDA GPU")
+    device = select_device()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type.upper()
+    print(f"{chosen} scale ({why}) on {where}")
+    return chosen
+
+
+def run_dir(name: str, root: str | os.PathLike | None = None) -> Path:
+    """Where a chapter keeps the run called ``name``: ``root`` if given, else ``AVLIB_RUNS``, else Google Drive's
+    ``MyDrive/avlib-runs`` when Drive is mounted on Colab (so a run survives a disconnect), else ``./runs``."""
+    if root is None:
+        drive = Path("/content/drive/MyDrive")
+        root = os.environ.get("AVLIB_RUNS") or (drive / "avlib-runs" if drive.is_dir() else Path("runs"))
+    return Path(root) / name
 
 
 def setup_plotly() -> None:
