@@ -8,6 +8,7 @@ rebuild a model from a checkpoint's own config, whatever the presets say today.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,15 @@ def _check_resumable(where: Path, meta: dict[str, Any]) -> None:
         if _plain(a) != _plain(b):
             raise CheckpointError(f"cannot resume {path}: it was trained with {key} = {a!r}, this run asks for {b!r}; "
                                   "resume with the run's own settings, or start a new run in another directory")
+
+
+def _say_where(where: Path, plan: Any) -> None:
+    """One visible line when a stage of the run is already there: complete (loaded, not trained) or resumed."""
+    found = latest_checkpoint(where)
+    if found is not None:
+        step = found[1]["step"]
+        what = "complete: loading it instead of training" if step >= plan.cfg.steps else f"resuming from step {step}"
+        print(f"avlib: {plan.cfg.method} stage {plan.name!r} in {where} is {what}", file=sys.stderr)
 
 
 def _plain(value: Any) -> Any:
@@ -165,7 +175,9 @@ def train(cfg: MethodConfig, *, seed: int = 0, data: str | Path | None = None, o
         out = Path(out)
         if resume:
             for i, p in enumerate(plans, start=1):
-                _check_resumable(stage_dir(out, i, p.name, len(plans)), _meta(p.cfg, data, seed, p.name))
+                where = stage_dir(out, i, p.name, len(plans))
+                _check_resumable(where, _meta(p.cfg, data, seed, p.name))
+                _say_where(where, p)
         model, results = run_stages(stages, out, resume=resume, overwrite=overwrite)
     else:
         model, results, previous = None, [], None
