@@ -13,6 +13,8 @@ from avlib.audio import (
     DSOLLogMel,
     L3LogSpectrogram,
     VGGishLogMel,
+    example_samples,
+    first_example,
     make_frontend,
 )
 
@@ -178,11 +180,30 @@ def test_too_short_for_l3_names_minimum():
 
 
 def test_make_frontend_from_config_dicts():
-    from avlib.configs import get_config
+    from avlib.methods import get_method
 
-    quick = make_frontend(get_config("dmc", "quick")["audio"])
+    quick = make_frontend(get_method("dmc").config("quick").audio)
     assert quick(torch.zeros(2, 16000)).shape == (2, 1, 96, 32)
-    full = make_frontend(get_config("cavl", "full")["audio"])
+    full = make_frontend(get_method("cavl").config("full").audio)
     assert full(torch.zeros(1, 110250)).shape == (1, 1, 512, 432)
     with pytest.raises(ValueError, match="frontend"):
         make_frontend({"frontend": "nope"})
+
+
+def test_first_example_is_the_first_vggish_example_in_float32_outside_autocast():
+    fe = VGGishLogMel()
+    x = torch.from_numpy(_noise(16000 * 2 + 500, seed=7))
+    want = torch.from_numpy(_vggish_reference(x.numpy()))[:, :1].float()  # (B, 1, 96, 64): the first of two examples
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = first_example(fe, x)
+    assert got.dtype == torch.float32 and got.shape == (2, 1, 96, 64)
+    torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
+    single = L3LogSpectrogram()
+    torch.testing.assert_close(first_example(single, torch.zeros(1, 48000)), single(torch.zeros(1, 48000)))
+
+
+def test_example_samples_is_the_configs_seconds_else_the_frontends_minimum():
+    assert example_samples(VGGishLogMel(), {"frontend": "vggish_logmel"}) == 15600  # one 0.975 s example
+    assert example_samples(DMCLogMel(), {"frontend": "dmc_logmel"}) == 495 * 160 + 400
+    assert example_samples(CAVLLogFrequency(), {"seconds": 10.0}) == 110250
+    assert example_samples(VGGishLogMel(), {"seconds": 0.5}) == 8000

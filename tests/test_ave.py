@@ -1,5 +1,6 @@
-"""AVE-Net and AVOL-Net (avlib.nets.ave): full-scale shapes (Objects that Sound Fig. 2c, Fig. 4), one optimisation
-step at batch 2 on the CPU, the fc3 sign initialisation of Appendix B, and the maps against naive references."""
+"""AVE-Net and AVOL-Net (avlib.nets.ave, avlib.methods.ave / avol): full-scale shapes (Objects that Sound Fig. 2c,
+Fig. 4), one optimisation step at batch 2 on the CPU through each method's step, the fc3 sign initialisation of
+Appendix B, and the maps against naive references."""
 
 from __future__ import annotations
 
@@ -10,22 +11,31 @@ import torch
 import torch.nn.functional as F
 
 from avlib.audio import make_frontend
-from avlib.configs import get_config
+from avlib.methods import get_method
 from avlib.nets.ave import AVENet, AVOLNet
 
 SMALL = (4, 4, 8, 8)
 
 
-def _full_inputs(method: str) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    cfg = get_config(method, "full")
+def _full(name: str) -> tuple:
+    """The method, its full config, its freshly built model and its example batch of 2 with the spectrogram."""
+    method = get_method(name)
+    cfg = method.config("full")
     torch.manual_seed(0)
-    spec = make_frontend(cfg["audio"])(torch.randn(2, 48_000) * 0.1)
-    return cfg, torch.rand(2, 3, cfg["image_size"], cfg["image_size"]), spec
+    batch = method.example_batch(cfg, 2)
+    spec = make_frontend(cfg.audio)(batch["audio"])
+    assert batch["image"].shape == (2, 3, 224, 224) and spec.shape == (2, 1, 257, 199)
+    return method, cfg, method.model(cfg), batch, spec
 
 
-def _one_step(net: torch.nn.Module, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+def _one_step(method, cfg, net: torch.nn.Module, batch: dict) -> None:
+    """One optimisation step through the method's own step and optimiser: every parameter gets a finite gradient and
+    moves."""
+    opt = method.make_optimizer(cfg, net)
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
     opt.zero_grad()
+    loss = method.step(cfg)(net, batch)["loss"]
+    assert torch.isfinite(loss)
     loss.backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
@@ -34,8 +44,9 @@ def _one_step(net: torch.nn.Module, loss: torch.Tensor, opt: torch.optim.Optimiz
 
 
 def test_ave_full_scale_shapes_and_one_step_on_cpu():
-    cfg, image, spec = _full_inputs("ave")
-    net = AVENet(**cfg["net"])
+    method, cfg, net, batch, spec = _full("ave")
+    image = batch["image"]
+    assert isinstance(net, AVENet)
     assert net.vision.forward_maps(image).shape == (2, 512, 14, 14)
     assert net.audio.forward_maps(spec).shape == (2, 512, 16, 12)
     assert net.vision._modules["features"][0][0].stride == (2, 2)  # stride-2 conv1_1
@@ -47,10 +58,8 @@ def test_ave_full_scale_shapes_and_one_step_on_cpu():
     assert v.shape == a.shape == (2, 128)
     torch.testing.assert_close(v.norm(dim=1), torch.ones(2))
     torch.testing.assert_close(a.norm(dim=1), torch.ones(2))
-    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    logits = net(image, spec)
-    assert logits.shape == (2, 2)
-    _one_step(net, F.cross_entropy(logits, torch.tensor([1, 0])), opt)
+    assert net(image, spec).shape == (2, 2)
+    _one_step(method, cfg, net, batch)
 
 
 def test_ave_logits_depend_only_on_the_distance():
@@ -97,8 +106,9 @@ def test_ave_distance_has_finite_gradient_at_zero():
 
 
 def test_avol_full_scale_shapes_and_one_step_on_cpu():
-    cfg, image, spec = _full_inputs("avol")
-    net = AVOLNet(**cfg["net"])
+    method, cfg, net, batch, spec = _full("avol")
+    image = batch["image"]
+    assert isinstance(net, AVOLNet)
     assert [m.kernel_size for m in net.vision_conv if isinstance(m, torch.nn.Conv2d)] == [(1, 1), (1, 1)]
     assert net.vision_conv[0].weight.shape == (128, 512, 1, 1) and net.vision_conv[2].weight.shape == (128, 128, 1, 1)
     assert net.calibration.weight.shape == (1, 1, 1, 1) and net.calibration.weight.item() > 0
@@ -106,10 +116,8 @@ def test_avol_full_scale_shapes_and_one_step_on_cpu():
     assert net.embed_audio(spec).shape == (2, 128)
     maps = net.localize(image, spec)
     assert maps.shape == (2, 14, 14) and ((maps > 0) & (maps < 1)).all()
-    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    score = net.correspondence_logit(image, spec)
-    assert score.shape == (2,)
-    _one_step(net, F.binary_cross_entropy_with_logits(score, torch.tensor([1.0, 0.0])), opt)
+    assert net.correspondence_logit(image, spec).shape == (2,)
+    _one_step(method, cfg, net, batch)
 
 
 @torch.no_grad()

@@ -1,33 +1,40 @@
 """CAVL: full-scale shapes and one optimisation step, Eq. 4 and Eq. 5 against naive loops, Eq. 7 localization."""
 
+import pytest
 import torch
 
-from avlib.configs import get_config
-from avlib.losses import alignment_score, alignment_score_matrix, cavl_contrastive_loss
-from avlib.nets.cavl import CAVLNet, cavl_step
+from avlib.audio import first_example, make_frontend
+from avlib.losses import alignment_score, alignment_score_matrix, cavl_contrastive_loss, sample_negatives
+from avlib.methods import get_method
+from avlib.nets.cavl import CAVLNet
+
+CAVL = get_method("cavl")
 
 
 def test_cavl_full_scale_shapes_and_one_step():
     torch.manual_seed(0)
-    cfg = get_config("cavl", "full")
-    model = CAVLNet(**cfg["net"])
+    cfg = CAVL.config("full")
+    model = CAVL.model(cfg)
     assert model.k_visual == model.k_audio + 1 == 2
-    batch = {"image": torch.rand(2, 3, 256, 256), "spec": torch.randn(2, 1, 512, 432)}
+    batch = CAVL.example_batch(cfg, 2)
+    assert batch["image"].shape == (2, 3, 256, 256) and batch["audio"].shape == (2, 110_250)  # 10 s at 11.025 kHz
+    spec = first_example(make_frontend(cfg.audio), batch["audio"])
+    assert spec.shape == (2, 1, 512, 432)
     with torch.no_grad():
-        fa = model.audio(batch["spec"])
+        fa = model.audio(spec)
         fv = model.visual(batch["image"])
     assert fa.shape == (2, 512, 64, 54) and fa.shape[2] * fa.shape[3] == 3456
     assert fv.shape == (2, 512, 16, 16) and fv.shape[2] * fv.shape[3] == 256
     assert model.fc_v.weight.shape == (512, 512) and model.fc_a.weight.shape == (512, 512)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    opt = CAVL.make_optimizer(cfg, model)
     before = [p.detach().clone() for p in model.parameters()]
-    res = cavl_step(model, batch, margin=cfg["margin"], generator=torch.Generator().manual_seed(0))
+    res = CAVL.step(cfg)(model, batch, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(res["loss"])
     res["loss"].backward()
     opt.step()
     assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
     with torch.no_grad():
-        out = model(batch["image"], batch["spec"])
+        out = model(batch["image"], spec)
     assert out["centers_a"].shape == (2, 1, 512) and out["centers_v"].shape == (2, 2, 512)
     assert out["assign_a"].shape == (2, 3456, 1) and out["assign_v"].shape == (2, 256, 2)
     assert out["visual_map"].shape == (2, 2, 16, 16) and out["audio_map"].shape == (2, 1, 64, 54)
@@ -72,19 +79,36 @@ def test_localize_eq7_nearest_visual_center():
     cv = torch.tensor([[[0.0, 0.0], [5.0, 5.0]], [[1.0, 1.0], [-3.0, 0.0]]])
     ca = torch.tensor([[[4.0, 4.0]], [[0.9, 1.2]]])
     vmap = torch.rand(2, 2, 4, 4)
-    loc = CAVLNet.localize({"centers_a": ca, "centers_v": cv, "visual_map": vmap})
+    loc = CAVL.localize(CAVL.config("quick"), {"centers_a": ca, "centers_v": cv, "visual_map": vmap})
     assert loc["related_index"].tolist() == [1, 0]
     assert torch.equal(loc["related"][0], vmap[0, 1]) and torch.equal(loc["unrelated"][1], vmap[1, 1])
 
 
 def test_quick_config_step():
-    cfg = get_config("cavl", "quick")
-    model = CAVLNet(**cfg["net"])
-    s = cfg["image_size"]
-    batch = {"image": torch.rand(3, 3, s, s), "spec": torch.randn(3, 1, cfg["audio"]["frames"], cfg["audio"]["n_mels"])}
-    out = cavl_step(model, batch, margin=cfg["margin"])
+    cfg = CAVL.config("quick")
+    model = CAVL.model(cfg)
+    batch = CAVL.example_batch(cfg, 3)
+    out = CAVL.step(cfg)(model, batch)
     out["loss"].backward()
     assert torch.isfinite(out["loss"])
+
+
+def test_step_is_eq5_on_the_true_pair_and_the_drawn_negative():
+    """The method's step against Eq. 4 (naive loop) and Eq. 5 written out, with the negatives the generator draws."""
+    cfg = CAVL.config("quick")
+    torch.manual_seed(0)
+    model = CAVL.model(cfg).eval()
+    batch = CAVL.example_batch(cfg, 4)
+    with torch.no_grad():
+        res = CAVL.step(cfg)(model, batch, generator=torch.Generator().manual_seed(2))
+        out = model(batch["image"], make_frontend(cfg.audio)(batch["audio"])[:, :1])
+    neg = sample_negatives(4, generator=torch.Generator().manual_seed(2))
+    ca, cv = out["centers_a"], out["centers_v"]
+    want = 0.0
+    for i in range(4):
+        pos, other = naive_score(ca[i], cv[i]), naive_score(ca[neg[i]], cv[i])
+        want += pos**2 + max(cfg.margin - other, 0.0) ** 2
+    assert float(res["loss"]) == pytest.approx(want / (2 * 4), rel=1e-4)  # n = 4 pairs of (true, negative)
 
 
 def test_localize_contrast_matches_loop():
@@ -92,7 +116,7 @@ def test_localize_contrast_matches_loop():
     b, kv, d = 4, 2, 5
     out = {"centers_a": torch.randn(b, 1, d, generator=g), "centers_v": torch.randn(b, kv, d, generator=g),
            "visual_map": torch.rand(b, kv, 3, 3, generator=g)}
-    loc = CAVLNet.localize(out, mode="contrast")
+    loc = CAVL.localize(CAVL.config("quick"), out, mode="contrast")
     for i in range(b):
         scores = []
         for j in range(kv):
@@ -103,18 +127,12 @@ def test_localize_contrast_matches_loop():
         assert abs(float(loc["score"][i].max()) - max(scores)) < 1e-5
 
 
-def test_from_config_and_example_batch():
-    import pytest
-
-    from avlib.nets.cavl import cavl_example_batch, cavl_from_config
-
+def test_model_step_and_example_batch():
     for scale in ("quick", "colab"):
-        cfg = get_config("cavl", scale)
-        model, step = cavl_from_config(cfg)
-        out = step(model, cavl_example_batch(cfg, 2))
+        cfg = CAVL.config(scale)
+        model, step = CAVL.model(cfg), CAVL.step(cfg)
+        out = step(model, CAVL.example_batch(cfg, 2))
         out["loss"].backward()
         assert torch.isfinite(out["loss"])
-    full = cavl_example_batch(get_config("cavl", "full"), 2)
-    assert full["image"].shape == (2, 3, 256, 256) and full["spec"].shape == (2, 1, 512, 432)
     with pytest.raises(ValueError, match="k_audio"):
         CAVLNet(k_audio=0)

@@ -5,10 +5,13 @@ import math
 import pytest
 import torch
 
-from avlib.configs import get_config
+from avlib.audio import first_example, make_frontend
 from avlib.losses import dmc_max_margin_loss, sample_negatives
+from avlib.methods import get_method
 from avlib.nets.backbones import VGG16Features, VGGish
-from avlib.nets.dmc import DMCNet, dmc_step
+from avlib.nets.dmc import DMCNet
+
+DMC = get_method("dmc")
 
 
 def test_backbone_full_shapes():
@@ -34,17 +37,22 @@ def test_vgg16_matches_torchvision_definition():
 
 def test_dmc_full_scale_shapes_and_one_step():
     torch.manual_seed(0)
-    cfg = get_config("dmc", "full")
-    model = DMCNet(**cfg["net"])
-    batch = {"image": torch.rand(2, 3, 256, 256) * 2 - 1, "spec": torch.randn(2, 1, 496, 64)}
-    out = model(batch["image"], batch["spec"])
-    k, m = cfg["net"]["k"], cfg["net"]["center_dim"]
+    cfg = DMC.config("full")
+    model = DMC.model(cfg)
+    batch = DMC.example_batch(cfg, 2)
+    assert batch["image"].shape == (2, 3, 256, 256) and batch["audio"].shape == (2, 79_600)  # 4.975 s at 16 kHz
+    spec = first_example(make_frontend(cfg.audio), batch["audio"])
+    assert spec.shape == (2, 1, 496, 64)
+    with torch.no_grad():
+        out = model(batch["image"], spec)
+    k, m = cfg.k, cfg.center_dim
+    assert (k, m) == (2, 128)
     assert out["assign_v"].shape == (2, 64, k) and out["assign_a"].shape == (2, 124, k)
     assert out["centers_v"].shape == (2, k, m) and out["centers_a"].shape == (2, k, m)
     assert out["visual_map"].shape == (2, k, 8, 8) and out["audio_map"].shape == (2, k, 31, 4)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    opt = DMC.make_optimizer(cfg, model)
     before = [p.detach().clone() for p in model.parameters()]
-    res = dmc_step(model, batch, margin=cfg["margin"], generator=torch.Generator().manual_seed(0))
+    res = DMC.step(cfg)(model, batch, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(res["loss"])
     res["loss"].backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
@@ -72,6 +80,21 @@ def test_max_margin_loss_matches_loop():
         assert abs(float(got) - naive_max_margin(ca, cv, ca[neg], margin)) < 1e-5
 
 
+def test_step_is_eq8_with_the_drawn_negatives():
+    """The method's step: the log-mel of the batch's waveforms through the net, Eq. 8 against the negatives that the
+    same generator draws (checked with the naive loop)."""
+    cfg = DMC.config("quick")
+    torch.manual_seed(0)
+    model = DMC.model(cfg).eval()
+    batch = DMC.example_batch(cfg, 4)
+    with torch.no_grad():
+        res = DMC.step(cfg)(model, batch, generator=torch.Generator().manual_seed(5))
+        out = model(batch["image"], make_frontend(cfg.audio)(batch["audio"])[:, :1])
+    neg = sample_negatives(4, generator=torch.Generator().manual_seed(5))
+    want = naive_max_margin(out["centers_a"], out["centers_v"], out["centers_a"][neg], cfg.margin)
+    assert float(res["loss"]) == pytest.approx(want, abs=1e-5)
+
+
 def test_sample_negatives_never_self():
     g = torch.Generator().manual_seed(0)
     for b in (2, 3, 17):
@@ -89,23 +112,23 @@ def test_localize_picks_the_center_most_like_the_sound():
     ca = cv[torch.arange(b), rel][:, None].expand(b, k, m) + 0.01 * torch.randn(b, k, m)
     vmap = torch.rand(b, k, 8, 8)
     out = {"centers_a": ca, "centers_v": cv, "visual_map": vmap}
-    loc = DMCNet.localize(out)
+    cfg = DMC.config("quick")
+    loc = DMC.localize(cfg, out)
     assert torch.equal(loc["related_index"], rel)
     assert torch.equal(loc["related"], vmap[torch.arange(b), rel])
     assert torch.equal(loc["unrelated"], vmap[torch.arange(b), 1 - rel])
-    assert DMCNet.localize(out, size=(64, 64))["related"].shape == (b, 64, 64)
+    assert DMC.localize(cfg, out, size=(64, 64))["related"].shape == (b, 64, 64)
 
 
 def test_quick_config_builds_and_trains_a_step():
-    cfg = get_config("dmc", "quick")
-    model = DMCNet(**cfg["net"])
-    batch = {
-        "image": torch.rand(4, 3, cfg["image_size"], cfg["image_size"]) * 2 - 1,
-        "spec": torch.randn(4, 1, cfg["audio"]["frames"], cfg["audio"]["n_mels"]),
-    }
-    out = dmc_step(model, batch, margin=cfg["margin"])
+    cfg = DMC.config("quick")
+    model = DMC.model(cfg)
+    batch = DMC.example_batch(cfg, 4)
+    out = DMC.step(cfg)(model, batch)
     out["loss"].backward()
-    assert model(batch["image"], batch["spec"])["visual_map"].shape == (4, cfg["net"]["k"], 8, 8)
+    spec = first_example(make_frontend(cfg.audio), batch["audio"])
+    assert spec.shape == (4, 1, cfg.audio["frames"], cfg.audio["n_mels"])
+    assert model(batch["image"], spec)["visual_map"].shape == (4, cfg.k, 8, 8)
 
 
 def test_dmc_rejects_mismatched_widths():
@@ -113,14 +136,18 @@ def test_dmc_rejects_mismatched_widths():
         DMCNet(visual_cfg=[8, "M", 16], audio_cfg=[8, "M", 32])
 
 
-def test_get_config_errors():
+def test_config_errors_and_copies():
     with pytest.raises(KeyError, match="dmc"):
-        get_config("nope", "quick")
+        get_method("nope")
     with pytest.raises(ValueError, match="AVLIB_SCALE|scale"):
-        get_config("dmc", "huge")
-    a = get_config("dmc", "quick")
-    a["net"]["k"] = 99
-    assert get_config("dmc", "quick")["net"]["k"] == 2
+        DMC.config("huge")
+    a = DMC.config("quick", k=99)
+    assert a.k == 99 and DMC.config("quick").k == 2
+    with pytest.raises(AttributeError):
+        a.k = 3  # frozen
+    b = DMC.config("quick")
+    b.data["size"], b.audio["frames"] = 1, 1  # a returned config's dicts are its own, not the preset's
+    assert DMC.config("quick").data["size"] == 512 and DMC.config("quick").audio["frames"] == 96
 
 
 def test_localize_contrast_matches_loop():
@@ -128,7 +155,8 @@ def test_localize_contrast_matches_loop():
     b, k, m = 5, 3, 6
     out = {"centers_a": torch.randn(b, k, m, generator=g), "centers_v": torch.randn(b, k, m, generator=g),
            "visual_map": torch.rand(b, k, 4, 4, generator=g)}
-    loc = DMCNet.localize(out, mode="contrast")
+    cfg = DMC.config("quick")
+    loc = DMC.localize(cfg, out, mode="contrast")
     cos = torch.nn.functional.cosine_similarity
     for i in range(b):
         scores = []
@@ -139,20 +167,16 @@ def test_localize_contrast_matches_loop():
         assert abs(float(loc["score"][i].max()) - max(scores)) < 1e-5
         assert int(loc["related_index"][i]) == max(range(k), key=scores.__getitem__)
     with pytest.raises(ValueError, match="mode"):
-        DMCNet.localize(out, mode="nope")
+        DMC.localize(cfg, out, mode="nope")
     with pytest.raises(ValueError, match="batch"):
-        DMCNet.localize({key: v[:1] for key, v in out.items()}, mode="contrast")
+        DMC.localize(cfg, {key: v[:1] for key, v in out.items()}, mode="contrast")
 
 
 @pytest.mark.parametrize("scale", ["quick", "colab"])
-def test_from_config_and_example_batch(scale):
-    from avlib.nets.dmc import dmc_example_batch, dmc_from_config
-
-    cfg = get_config("dmc", scale)
-    model, step = dmc_from_config(cfg)
-    out = step(model, dmc_example_batch(cfg, 2))
+def test_model_step_and_example_batch(scale):
+    cfg = DMC.config(scale)
+    model, step = DMC.model(cfg), DMC.step(cfg)
+    out = step(model, DMC.example_batch(cfg, 2))
     out["loss"].backward()
     loss = float(out["loss"].detach())
-    assert math.isfinite(loss) and 0.0 <= loss <= cfg["net"]["k"] * (2.0 + cfg["margin"])  # cosines lie in [-1, 1]
-    full = dmc_example_batch(get_config("dmc", "full"), 2)
-    assert full["image"].shape == (2, 3, 256, 256) and full["spec"].shape == (2, 1, 496, 64)
+    assert math.isfinite(loss) and 0.0 <= loss <= cfg.k * (2.0 + cfg.margin)  # cosines lie in [-1, 1]

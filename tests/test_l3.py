@@ -1,4 +1,5 @@
-"""L3-Net (avlib.nets.l3): full-scale shapes of L3 Fig. 2, one optimisation step at batch 2 on the CPU, the AVC step."""
+"""L3-Net (avlib.nets.l3, avlib.methods.l3): full-scale shapes of L3 Fig. 2, one optimisation step at batch 2 on the
+CPU through the method's step, the AVC step."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from avlib.audio import make_frontend
-from avlib.configs import get_config
-from avlib.nets.l3 import L3Net, VGGSubnet, avc_step_fn
+from avlib.methods import get_method
+from avlib.methods.avc import avc_step
+from avlib.nets.l3 import L3Net, VGGSubnet
+
+L3 = get_method("l3")
 
 
 def _convs(net: nn.Module) -> list[nn.Conv2d]:
@@ -72,28 +76,29 @@ def test_vgg_subnet_rejects_bad_input():
 
 
 def test_l3_full_scale_shapes_and_one_step_on_cpu():
-    cfg = get_config("l3", "full")
+    cfg = L3.config("full")
     torch.manual_seed(0)
-    net = L3Net(**cfg["net"])
+    net = L3.model(cfg)
     fc1, fc2 = net.fusion[0], net.fusion[2]
     assert fc1.weight.shape == (128, 1024) and fc2.weight.shape == (2, 128)
-    frontend = make_frontend(cfg["audio"])
-    spec = frontend(torch.randn(2, 48_000) * 0.1)
+    batch = L3.example_batch(cfg, 2)
+    assert batch["audio"].shape == (2, 48_000) and batch["image"].shape == (2, 3, 224, 224)
+    spec = make_frontend(cfg.audio)(batch["audio"])
     assert spec.shape == (2, 1, 257, 199)
-    image = torch.rand(2, 3, cfg["image_size"], cfg["image_size"])
-    assert net.embed_image(image).shape == (2, 512) and net.embed_audio(spec).shape == (2, 512)
+    with torch.no_grad():
+        assert net.embed_image(batch["image"]).shape == (2, 512) and net.embed_audio(spec).shape == (2, 512)
+        assert net(batch["image"], spec).shape == (2, 2)
 
-    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    opt = L3.make_optimizer(cfg, net)
+    assert opt.defaults["lr"] == 1e-4 and opt.defaults["weight_decay"] == 1e-5
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
-    logits = net(image, spec)
-    assert logits.shape == (2, 2)
-    loss = F.cross_entropy(logits, torch.tensor([1, 0]))
+    out = L3.step(cfg)(net, batch)
     opt.zero_grad()
-    loss.backward()
+    out["loss"].backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
     opt.step()
-    assert torch.isfinite(loss)
+    assert torch.isfinite(out["loss"])
     changed = [n for n, p in net.named_parameters() if not torch.equal(before[n], p.detach())]
     assert len(changed) == len(before)
 
@@ -115,13 +120,13 @@ def test_correspondence_logit_is_the_two_way_softmax():
 def test_avc_step_fn_loss_and_accuracy():
     torch.manual_seed(3)
     net = L3Net((4, 4, 8, 8), fusion_hidden=8)
-    frontend = make_frontend(get_config("l3", "quick")["audio"])
+    frontend = make_frontend(L3.config("quick").audio)
     batch = {
         "image": torch.rand(6, 3, 32, 32),
         "audio": torch.randn(6, 16_000) * 0.1,
         "label": torch.tensor([1, 0, 1, 0, 1, 0]),
     }
-    out = avc_step_fn(frontend)(net, batch)
+    out = avc_step(frontend)(net, batch)
     logit = net.correspondence_logit(batch["image"], frontend(batch["audio"]))
     torch.testing.assert_close(out["loss"], F.binary_cross_entropy_with_logits(logit, batch["label"].float()))
     pairs = zip(logit.tolist(), batch["label"].tolist(), strict=True)

@@ -8,6 +8,7 @@ same way, for the chapters, the ``avlib`` command and the benchmarks.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from collections.abc import Mapping
@@ -108,11 +109,12 @@ class Method:
     presets: ClassVar[dict[str, MethodConfig]]
 
     def config(self, scale: str | None = None, **changes: Any) -> MethodConfig:
-        """The preset of ``scale`` (default: ``AVLIB_SCALE``, else ``quick``) with ``changes`` applied."""
+        """The preset of ``scale`` (default: ``AVLIB_SCALE``, else ``quick``) with ``changes`` applied; a copy, so that
+        editing its dicts (``data``, ``audio``) never changes the preset."""
         scale = current_scale(scale)
         if scale not in self.presets:
             raise ValueError(f"method {self.name!r} has no {scale!r} config (scales: {', '.join(self.presets)})")
-        cfg = self.presets[scale]
+        cfg = copy.deepcopy(self.presets[scale])
         return cfg.replace(**changes) if changes else cfg
 
     def config_from_dict(self, data: Mapping[str, Any]) -> MethodConfig:
