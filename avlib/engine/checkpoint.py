@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
 import random
 import re
 import warnings
@@ -39,6 +40,7 @@ __all__ = [
 
 MAGIC = b"AVLIB-CHECKPOINT-1\n"
 _NAME = re.compile(r"^step_(\d{8,})\.pt$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class CheckpointError(RuntimeError):
@@ -118,12 +120,31 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         raise CheckpointError(f"{path} is corrupt: its content does not match the hash written with it")
     try:
         state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - the safe unpickler refuses anything but plain data, tensors included
+    except pickle.UnpicklingError as err:  # the safe unpickler refuses anything but plain data and tensors
         raise CheckpointError(f"{path} refused: it holds objects that only an unsafe (code-running) load could "
-                              f"read ({str(err).splitlines()[0]})") from err
+                              f"read ({_refusal(err)})") from err
+    except Exception as err:  # noqa: BLE001 - any other failure of a hash-verified payload: not written by avlib
+        raise CheckpointError(f"{path} could not be read: {_first_line(err)}") from err
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint")
     return state
+
+
+def _first_line(err: BaseException) -> str:
+    """The first non-empty line of an error's message, without terminal escape codes."""
+    lines = [ln.strip() for ln in _ANSI.sub("", str(err)).splitlines() if ln.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _refusal(err: BaseException) -> str:
+    """What the weights-only unpickler refused, in a few words (its own message is many lines of advice, including
+    how to load the file unsafely)."""
+    text = _ANSI.sub("", str(err))
+    if m := re.search(r"Unsupported global: GLOBAL (\S+)", text):
+        return f"it asks for {m.group(1)}, which a weights-only load does not allow"
+    if m := re.search(r"WeightsUnpickler error: ([^\n]+)", text):
+        return m.group(1).strip()
+    return _first_line(err)
 
 
 def latest_checkpoint(run_dir: str | Path, map_location: Any = "cpu") -> tuple[Path, dict[str, Any]] | None:

@@ -307,16 +307,17 @@ class _Run:
             return
         path, state = found
         saved = state["train_config"]
-        if state["world_size"] != self.world or state["steps_per_epoch"] != self.batches.steps_per_epoch:
-            raise ValueError(f"cannot resume from {path}: it was written with {state['world_size']} process(es) and "
-                             f"{state['steps_per_epoch']} steps per epoch, this run has {self.world} and "
-                             f"{self.batches.steps_per_epoch}")
         now = self.cfg.plain()
+        # the settings first: a changed batch_size also changes the steps per epoch, and should be named as itself
         changed = [k for k in _FIXED_ON_RESUME if _plain(saved.get(k)) != _plain(now[k])]
         if changed:
             k = changed[0]
             raise ValueError(f"cannot resume from {path} with a different {k} ({saved.get(k)!r} there, {now[k]!r} "
                              "now); resume with the run's own settings, or start a new run")
+        if state["world_size"] != self.world or state["steps_per_epoch"] != self.batches.steps_per_epoch:
+            raise ValueError(f"cannot resume from {path}: it was written with {state['world_size']} process(es) and "
+                             f"{state['steps_per_epoch']} steps per epoch, this run has {self.world} and "
+                             f"{self.batches.steps_per_epoch}")
         base_lrs = [g.get("initial_lr", g["lr"]) for g in self.optimizer.param_groups]
         load_weights(unwrap(self.model), state, path)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -343,6 +344,15 @@ class _Run:
         if self.is_main:
             print(f"avlib: {line}", file=sys.stderr)
 
+    def last_good_text(self) -> str:
+        """Where training can continue from, for the non-finite guard's message."""
+        path, good = self.last_good
+        if path is not None:
+            return f"the last verified checkpoint is {path} (step {good})"
+        if self.out_dir is None:
+            return "no checkpoint was written (no out_dir)"
+        return "no checkpoint had been written yet"
+
     # ----------------------------------------------------------------------------------------- logging
     def flush(self) -> None:
         """Bring the pending steps' numbers to the host in one transfer, check them, and log them."""
@@ -359,11 +369,9 @@ class _Run:
         for (step, lr, _, items), row in zip(pending, rows, strict=True):
             entry = {"step": step, **dict(zip(keys, row, strict=True)), "lr": lr}
             if not math.isfinite(entry["loss"]):
-                path, good = self.last_good
-                where = (f"the last verified checkpoint is {path} (step {good})" if path is not None
-                         else "no checkpoint had been written yet")
                 raise NonFiniteLossError(f"non-finite loss ({entry['loss']}) at step {step} on items "
-                                         f"{_item_names(self.batches.dataset, items)}; training stopped; {where}")
+                                         f"{_item_names(self.batches.dataset, items)}; training stopped; "
+                                         f"{self.last_good_text()}")
             self.history.append(entry)
             if self.is_main and self.metrics is not None:
                 with open(self.metrics, "a") as f:
@@ -379,9 +387,8 @@ class _Run:
         finite = torch.stack([torch.isfinite(p).all() for _, p in named]).tolist()  # one device sync
         bad = [name for (name, _), ok in zip(named, finite, strict=True) if not ok]
         if bad:
-            path, good = self.last_good
             raise NonFiniteLossError(f"parameter {bad[0]} is not finite at step {self.step}; checkpoint not written; "
-                                     f"the last verified checkpoint is {path} (step {good})")
+                                     f"{self.last_good_text()}")
         rngs: list[Any] = [None] * self.world
         if self.world > 1:
             dist.all_gather_object(rngs, rng_state())

@@ -11,12 +11,14 @@ resumes inside stage 3 with ``resume=True``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -67,11 +69,28 @@ def run_stages(stages: Sequence[Stage], out_dir: str | Path, resume: bool = Fals
     if not stages:
         raise ValueError("run_stages needs at least one stage")
     out_dir = Path(out_dir)
+    if not _main_process():  # under torchrun only rank 0 owns the directory (as in fit)
+        return _run(stages, out_dir, resume)
+    if len(stages) == 1:  # the stage is the run directory itself: fit holds its lock while it trains
+        with RunLock(out_dir):
+            claim_run_dir(out_dir, resume, overwrite)
+        return _run(stages, out_dir, resume)
+    with RunLock(out_dir):  # held for the whole run, so no other run can claim (or overwrite) it between stages
+        claim_run_dir(out_dir, resume, overwrite)
+        return _run(stages, out_dir, resume)
+
+
+def _main_process() -> bool:
+    """Rank 0, or a run without torchrun (the process group may not exist yet: fit creates it)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _run(stages: Sequence[Stage], out_dir: Path, resume: bool) -> tuple[nn.Module, list[TrainResult | None]]:
     results: list[TrainResult | None] = []
     previous: tuple[Path, dict[str, Any]] | None = None
     model: nn.Module | None = None
-    with RunLock(out_dir):
-        claim_run_dir(out_dir, resume, overwrite)
     for i, stage in enumerate(stages, start=1):
         where = stage_dir(out_dir, i, stage.name, len(stages))
         parts = stage.make()
