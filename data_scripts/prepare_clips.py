@@ -4,22 +4,52 @@ Usage::
 
     python data_scripts/prepare_clips.py VIDEOS_DIR OUT_DIR [--fps 25] [--sample-rate 16000] [--size 256]
         [--clip-seconds 1] [--split train] [--labels-from-dirs] [--image-format png] [--append]
+        [--max-missing-seconds 0.5]
 
-Every video under ``VIDEOS_DIR`` (recursively: mp4, mkv, webm, avi, mov, m4v, flv) is decoded with PyAV: frames are
-sampled at ``--fps`` (frame number ``k`` is the first decoded frame at or after ``k / fps``, the sampling the papers'
-25 fps data uses), scaled so the short side is ``--size`` (0 keeps the size), and the first audio stream is down-mixed
-and resampled to a mono WAV at ``--sample-rate``. ``--clip-seconds L`` cuts each video into non-overlapping ``L``-second
-clips (DSOL's one-second clips); without it each video is one clip. With ``--labels-from-dirs`` a video's label is its
-parent folder (the labels are numbered in sorted order).
+Every video under ``VIDEOS_DIR`` (recursively: mp4, mkv, webm, avi, mov, m4v, flv) is decoded with PyAV in one pass:
+frames are sampled at ``--fps`` (frame number ``k`` is the first decoded frame at or after ``k / fps``, the sampling
+the papers' 25 fps data uses), scaled so the short side is ``--size`` (0 keeps the size), and the first audio stream is
+down-mixed and resampled to a mono WAV at ``--sample-rate``. ``--clip-seconds L`` cuts each video into non-overlapping
+``L``-second clips (DSOL's one-second clips); without it each video is one clip.
 
-A file that cannot be read (no audio or video stream, a decoding error, too short) is logged on its own line, starting
-with ``SKIP``, and the run goes on; the exit status is 1 only when no clip at all could be written.
+Clip ids. A video's id is its path relative to ``VIDEOS_DIR``, extension included, with ``/`` and every character
+other than letters, digits, ``.``, ``-`` and ``_`` replaced by ``_``: ``violin/take 1.mp4`` becomes
+``violin_take_1.mp4``, so ``ok.mp4`` and ``ok.avi`` get different ids. Cut clips add ``_0000``, ``_0001``, ... An id
+depends on the video's own path only, so it is the same in every run. Two videos whose ids would still be equal (up
+to case, for case-insensitive file systems; e.g. ``a b.mp4`` and ``a_b.mp4``) are both refused, with one line
+naming the other: rename one.
+
+Appending. ``--append`` adds to an existing manifest and is idempotent: a video whose clips are already in it (its
+id, or its cut ids ``ID_0000``...) is reported on a ``SKIP ... already in the manifest`` line and left alone, so
+rerunning the same command after an interruption finishes the job without duplicate rows. Files are never
+overwritten: each clip is written to a hidden ``clips/.partial-ID`` folder and renamed into place, then its row is
+appended and flushed; a ``clips/ID`` folder that exists without a manifest row (an interrupted rename) is reported and
+left for you to remove.
+
+Truncated files. The decoded streams must reach the end the container states (each stream's stated duration where the
+container gives one, else the container's), within ``--max-missing-seconds`` (default 0.5 s); a video that ends
+early (a truncated MKV or MP4) is skipped, named, rather than turned into a shorter clip. Files whose container
+states no duration are not checked.
+
+Labels. With ``--labels-from-dirs`` a video's label is its parent folder relative to ``VIDEOS_DIR`` (``a/b`` for
+``VIDEOS_DIR/a/b/x.mp4``); labels are numbered in sorted order of the folder names. With ``--append``, a folder
+the manifest already has keeps its number and new folders are numbered after the highest existing label. Videos at
+the top level of ``VIDEOS_DIR`` have no folder: they get no label (``label`` null, read as -1), announced on one
+``NOTE`` line.
+
+Errors. A file that cannot be used (no audio or video stream, a decoding error, truncated, too short, an id
+collision) is logged on its own line, starting with ``SKIP`` and naming the file, and the run goes on. The last line
+is a summary. The exit status is 0 when every video was written or already in the manifest, and 1 when anything was
+skipped for an error, or for bad arguments (one ``ERROR`` line naming the argument or file).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,94 +61,153 @@ from PIL import Image
 
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv"}
 MANIFEST = "manifest.jsonl"  # the name avlib.data.clips reads (kept here so the script runs without avlib)
+CLIPS = "clips"
+
+
+class Skip(Exception):
+    """A video that cannot become clips; the message says why, on one line."""
 
 
 def log(message: str) -> None:
     print(f"[prepare_clips] {message}", file=sys.stderr, flush=True)
 
 
-def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
-    """The first audio stream of ``path`` as mono float32 at ``sample_rate``."""
-    with av.open(str(path)) as container:
-        if not container.streams.audio:
-            raise ValueError("no audio stream")
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        chunks = []
-        for frame in container.decode(audio=0):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
-        for out in resampler.resample(None):  # flush the resampler's buffer
-            chunks.append(out.to_ndarray().reshape(-1))
-    if not chunks:
-        raise ValueError("the audio stream decodes to no samples")
-    return np.concatenate(chunks).astype(np.float32)
+def clip_id(rel: Path) -> str:
+    """The id of the video at ``rel`` (relative to the input folder): the path with its extension, ``/`` and other
+    characters outside ``[\\w.-]`` replaced by ``_``."""
+    return re.sub(r"[^\w.-]", "_", rel.as_posix())
 
 
-def decode_frames(path: Path, fps: float, size: int) -> dict[int, Image.Image]:
-    """Frames sampled at ``fps``: ``{k: image}`` with frame ``k`` the first decoded frame whose time is ``>= k / fps``
-    (times relative to the first frame), resized to short side ``size`` (0 keeps the size)."""
+def _resize(image: Image.Image, size: int) -> Image.Image:
+    if size <= 0:
+        return image
+    w, h = image.size
+    scale = size / min(w, h)
+    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+
+
+def truncation(container: av.container.InputContainer, streams: Sequence[av.stream.Stream],
+               ends: Sequence[float | None], max_missing: float) -> str | None:
+    """Why the decoded ``streams`` (which ended at times ``ends``, in s; ``None``: no timestamps) look truncated, or
+    ``None``.
+
+    Each stream with a stated duration must reach its own stated end; when no stream states one, the longer stream
+    must reach the container's stated end. Nothing is checked where a duration or a decoded end is unknown.
+    """
+    for name, s, end in zip(("video", "audio"), streams, ends, strict=True):
+        if s.duration is not None and s.time_base is not None and end is not None:
+            want = float(((s.start_time or 0) + s.duration) * s.time_base)
+            if want - end > max_missing:
+                return f"the {name} stream ends at {end:.2f} s but the file says {want:.2f} s"
+    known = [end for end in ends if end is not None]
+    if all(s.duration is None for s in streams) and container.duration is not None and known:
+        want = ((container.start_time or 0) + container.duration) / av.time_base
+        if want - max(known) > max_missing:
+            return f"the streams end at {max(known):.2f} s but the file says {want:.2f} s"
+    return None
+
+
+def decode_video(path: Path, fps: float, size: int, sample_rate: int,
+                 max_missing: float) -> tuple[np.ndarray, dict[int, Image.Image]]:
+    """Decode the first video and audio streams of ``path`` in one pass: ``audio (N,)`` float32 mono at
+    ``sample_rate``, and ``frames`` ``{k: image}``.
+
+    Frames are sampled at ``fps``: frame ``k`` is the first decoded frame whose time is ``>= k / fps`` (times
+    relative to the first frame), resized to short side ``size`` (0 keeps the size). Audio is down-mixed to mono and
+    resampled to ``sample_rate``. Raises :class:`Skip` when a stream is missing or empty, or when the decoded streams
+    end more than ``max_missing`` seconds before the end the container states (a truncated file).
+    """
     frames: dict[int, Image.Image] = {}
+    chunks: list[np.ndarray] = []
     with av.open(str(path)) as container:
         if not container.streams.video:
-            raise ValueError("no video stream")
-        stream = container.streams.video[0]
+            raise Skip("no video stream")
+        if not container.streams.audio:
+            raise Skip("no audio stream")
+        vstream, astream = container.streams.video[0], container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         start = None
-        for frame in container.decode(stream):
-            if frame.time is None:
-                continue
-            start = frame.time if start is None else start
-            t = frame.time - start
-            k = int(np.ceil(t * fps - 1e-6))
-            # this decoded frame is the first at or after time k / fps for every k not yet filled up to here
-            first = max(frames) + 1 if frames else 0
-            if k < first:
-                continue
-            image = frame.to_image()
-            if size > 0:
-                w, h = image.size
-                scale = size / min(w, h)
-                image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-            for j in range(first, k + 1):
-                frames[j] = image
-    if not frames:
-        raise ValueError("the video stream decodes to no frames")
-    return frames
+        video_end = audio_end = None
+        frame_period = 1.0 / float(vstream.average_rate) if vstream.average_rate else 0.0
+        for packet in container.demux(vstream, astream):
+            for frame in packet.decode():
+                if isinstance(frame, av.AudioFrame):
+                    if frame.time is not None:
+                        audio_end = frame.time + frame.samples / frame.sample_rate
+                    chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+                    continue
+                if frame.time is None:
+                    continue
+                video_end = frame.time + frame_period
+                start = frame.time if start is None else start
+                k = int(np.ceil((frame.time - start) * fps - 1e-6))
+                # this decoded frame is the first at or after time k / fps for every k not yet filled up to here
+                first = max(frames) + 1 if frames else 0
+                if k < first:
+                    continue
+                image = _resize(frame.to_image(), size)
+                for j in range(first, k + 1):
+                    frames[j] = image
+        chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))  # flush its buffer
+        if not frames:
+            raise Skip("the video stream decodes to no frames")
+        if not chunks:
+            raise Skip("the audio stream decodes to no samples")
+        why = truncation(container, [vstream, astream], [video_end, audio_end], max_missing)
+    if why:
+        raise Skip(f"truncated? {why} (more than --max-missing-seconds {max_missing:g} missing)")
+    return np.concatenate(chunks).astype(np.float32), frames
 
 
-def prepare_video(path: Path, out: Path, clip_id: str, args: argparse.Namespace, label: int | None,
-                  label_name: str | None) -> list[dict]:
-    """Decode one video and write its clip(s); returns the manifest rows."""
-    audio = decode_audio(path, args.sample_rate)
-    frames = decode_frames(path, args.fps, args.size)
+def clip_spans(n_samples: int, n_frames: int, args: argparse.Namespace) -> list[tuple[float, float]]:
+    """The ``(start, end)`` times (s) of the clips of a decoded video."""
+    if args.clip_seconds <= 0:
+        return [(0.0, n_samples / args.sample_rate)]
+    duration = min(n_samples / args.sample_rate, n_frames / args.fps)
+    n_clips = int(duration // args.clip_seconds)
+    if n_clips == 0:
+        raise Skip(f"{duration:.2f} s is shorter than --clip-seconds {args.clip_seconds:g}")
+    return [(c * args.clip_seconds, (c + 1) * args.clip_seconds) for c in range(n_clips)]
+
+
+def write_video_clips(audio: np.ndarray, frames: dict[int, Image.Image], source: Path, out: Path, base_id: str,
+                      args: argparse.Namespace, label: int | None, label_name: str | None) -> list[dict]:
+    """Write the clip folders of one decoded video (each built in ``clips/.partial-ID``, then renamed into place,
+    never over an existing folder); returns their manifest rows."""
     n_frames = max(frames) + 1
-    duration = min(audio.size / args.sample_rate, n_frames / args.fps)
-    if args.clip_seconds > 0:
-        n_clips = int(duration // args.clip_seconds)
-        if n_clips == 0:
-            raise ValueError(f"{duration:.2f} s is shorter than --clip-seconds {args.clip_seconds}")
-        spans = [(c * args.clip_seconds, (c + 1) * args.clip_seconds) for c in range(n_clips)]
-    else:
-        spans = [(0.0, audio.size / args.sample_rate)]
-    rows = []
-    for c, (t0, t1) in enumerate(spans):
-        cid = clip_id if len(spans) == 1 and args.clip_seconds <= 0 else f"{clip_id}_{c:04d}"
-        rel = Path("clips") / cid
-        (out / rel / "frames").mkdir(parents=True, exist_ok=True)
-        s0, s1 = int(round(t0 * args.sample_rate)), min(audio.size, int(round(t1 * args.sample_rate)))
-        sf.write(out / rel / "audio.wav", audio[s0:s1], args.sample_rate, subtype="PCM_16")
-        k0 = int(round(t0 * args.fps))
-        ks = [k for k in range(k0, n_frames) if k / args.fps < t1 - 1e-9]
-        paths = []
-        for k in ks:
-            p = rel / "frames" / f"{k - k0:06d}.{args.image_format}"
-            frames[k].convert("RGB").save(out / p)
-            paths.append(p.as_posix())
-        rows.append({
-            "id": cid, "audio": (rel / "audio.wav").as_posix(), "frames": paths,
-            "frame_indices": [k - k0 for k in ks], "fps": args.fps, "sample_rate": args.sample_rate,
-            "num_samples": s1 - s0, "duration": (s1 - s0) / args.sample_rate, "split": args.split,
-            "label": label, "label_name": label_name, "source": str(path), "start": t0,
-        })
+    spans = clip_spans(audio.size, n_frames, args)
+    ids = [base_id] if args.clip_seconds <= 0 else [f"{base_id}_{c:04d}" for c in range(len(spans))]
+    for cid in ids:
+        if (out / CLIPS / cid).exists():
+            raise Skip(f"{out / CLIPS / cid} exists but is not in the manifest (left by an interrupted run?); "
+                       f"remove it to prepare this video again")
+    rows, partials = [], [out / CLIPS / f".partial-{cid}" for cid in ids]
+    try:
+        for cid, partial, (t0, t1) in zip(ids, partials, spans, strict=True):
+            if partial.exists():  # our own leftover from an interrupted run
+                shutil.rmtree(partial)
+            (partial / "frames").mkdir(parents=True)
+            s0, s1 = int(round(t0 * args.sample_rate)), min(audio.size, int(round(t1 * args.sample_rate)))
+            sf.write(partial / "audio.wav", audio[s0:s1], args.sample_rate, subtype="PCM_16")
+            k0 = int(round(t0 * args.fps))
+            ks = [k for k in range(k0, n_frames) if k / args.fps < t1 - 1e-9]
+            names = [f"{k - k0:06d}.{args.image_format}" for k in ks]
+            for k, name in zip(ks, names, strict=True):
+                frames[k].convert("RGB").save(partial / "frames" / name)
+            rel = Path(CLIPS) / cid
+            rows.append({
+                "id": cid, "audio": (rel / "audio.wav").as_posix(),
+                "frames": [(rel / "frames" / name).as_posix() for name in names],
+                "frame_indices": [k - k0 for k in ks], "fps": args.fps, "sample_rate": args.sample_rate,
+                "num_samples": s1 - s0, "duration": (s1 - s0) / args.sample_rate, "split": args.split,
+                "label": label, "label_name": label_name, "source": str(source), "start": t0,
+            })
+        for cid, partial in zip(ids, partials, strict=True):
+            os.rename(partial, out / CLIPS / cid)
+    except BaseException:  # also on Ctrl-C: leave no half-written clip behind
+        for partial in partials:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
     return rows
 
 
@@ -126,7 +215,38 @@ def find_videos(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def read_existing(manifest: Path) -> tuple[set[str], dict[str, int], bool]:
+    """The ids and the ``label_name -> label`` map of an existing manifest, and whether its last line lacks its
+    newline. Raises ``ValueError`` naming the first line that is not a JSON object with an ``id``."""
+    ids: set[str] = set()
+    labels: dict[str, int] = {}
+    text = manifest.read_text()
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{manifest} line {n}: not valid JSON ({e.msg}); fix or remove that line before "
+                             f"--append") from None
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+            raise ValueError(f"{manifest} line {n}: not a clip row (a JSON object with an id); fix it before --append")
+        ids.add(row["id"])
+        if isinstance(row.get("label_name"), str) and isinstance(row.get("label"), int):
+            labels.setdefault(row["label_name"], row["label"])
+    return ids, labels, bool(text) and not text.endswith("\n")
+
+
+def number_labels(folders: Sequence[str], existing: dict[str, int]) -> dict[str, int]:
+    """Label numbers for ``folders``: the manifest's own where it has one, the others in sorted order after them."""
+    labels = {name: existing[name] for name in folders if name in existing}
+    nxt = max(existing.values(), default=-1) + 1
+    for name in sorted(set(folders) - set(labels)):
+        labels[name], nxt = nxt, nxt + 1
+    return labels
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("videos", type=Path, help="folder of video files (searched recursively)")
     parser.add_argument("out", type=Path, help="output clip directory")
@@ -135,44 +255,107 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="short side of saved frames in pixels (0: keep)")
     parser.add_argument("--clip-seconds", type=float, default=0.0, help="cut videos into clips of this length")
     parser.add_argument("--split", default="train", help="split name written to the manifest (default train)")
-    parser.add_argument("--labels-from-dirs", action="store_true", help="label each video by its parent folder")
+    parser.add_argument("--labels-from-dirs", action="store_true",
+                        help="label each video by its parent folder (top-level videos get no label)")
     parser.add_argument("--image-format", choices=("png", "jpg"), default="png")
-    parser.add_argument("--append", action="store_true", help="add to an existing manifest")
-    args = parser.parse_args(argv)
+    parser.add_argument("--append", action="store_true",
+                        help="add to an existing manifest; videos already in it are skipped")
+    parser.add_argument("--max-missing-seconds", type=float, default=0.5,
+                        help="skip a video whose streams end this much before its stated duration (default 0.5)")
+    return parser.parse_args(argv)
 
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """The first bad argument, as one line (``None`` when all are fine)."""
     if not args.videos.is_dir():
-        log(f"ERROR input folder not found: {args.videos}")
-        return 1
-    if args.fps <= 0 or args.sample_rate <= 0:
-        log(f"ERROR --fps and --sample-rate must be positive (got {args.fps}, {args.sample_rate})")
+        return f"input folder not found: {args.videos}"
+    for name in ("fps", "sample_rate"):
+        if not getattr(args, name) > 0:
+            return f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
+    for name in ("size", "clip_seconds", "max_missing_seconds"):
+        if not getattr(args, name) >= 0:
+            return f"--{name.replace('_', '-')} must be zero or positive, got {getattr(args, name)}"
+    if (args.out / MANIFEST).exists() and not args.append:
+        return f"{args.out / MANIFEST} exists; pass --append to add clips to it"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    problem = check_args(args)
+    if problem:
+        log(f"ERROR {problem}")
         return 1
     manifest = args.out / MANIFEST
-    if manifest.exists() and not args.append:
-        log(f"ERROR {manifest} exists; pass --append to add clips to it")
-        return 1
+    existing_ids: set[str] = set()
+    existing_labels: dict[str, int] = {}
+    needs_newline = False
+    if manifest.exists():
+        try:
+            existing_ids, existing_labels, needs_newline = read_existing(manifest)
+        except ValueError as e:
+            log(f"ERROR {e}")
+            return 1
     videos = find_videos(args.videos)
     if not videos:
         log(f"ERROR no video files ({', '.join(sorted(VIDEO_EXTENSIONS))}) under {args.videos}")
         return 1
-    names = sorted({v.parent.relative_to(args.videos).as_posix() for v in videos})
+
+    rels = {v: v.relative_to(args.videos) for v in videos}
+    ids = {v: clip_id(rel) for v, rel in rels.items()}
+    by_id: dict[str, list[Path]] = {}
+    for v, cid in ids.items():
+        by_id.setdefault(cid.casefold(), []).append(v)
+    taken = {cid.casefold(): cid for cid in existing_ids}
+    cut_of = {}  # base id -> the first of its cut ids in the manifest
+    for known in sorted(existing_ids):
+        if m := re.fullmatch(r"(.+)_\d{4}", known):
+            cut_of.setdefault(m.group(1), known)
+    folders = {v: rel.parent.as_posix() for v, rel in rels.items() if rel.parent != Path(".")}
+    labels = number_labels(sorted(set(folders.values())), existing_labels) if args.labels_from_dirs else {}
+    if args.labels_from_dirs and len(folders) < len(videos):
+        log(f"NOTE {len(videos) - len(folders)} video(s) at the top level of {args.videos} have no label folder: "
+            f"they get no label (--labels-from-dirs labels by parent folder)")
+
     args.out.mkdir(parents=True, exist_ok=True)
-    n_ok, n_bad, n_clips = 0, 0, 0
-    with open(manifest, "a" if args.append else "w") as f:
+    (args.out / CLIPS).mkdir(exist_ok=True)
+    written, present, clips, failed = 0, 0, 0, []
+    with open(manifest, "a") as f:
+        if needs_newline:
+            f.write("\n")
         for video in videos:
-            rel = video.relative_to(args.videos)
-            clip_id = "_".join(rel.with_suffix("").parts).replace(" ", "_")
-            name = rel.parent.as_posix() if args.labels_from_dirs else None
+            cid = ids[video]
+            known = cid if cid in existing_ids else cut_of.get(cid)
+            if known is not None:
+                present += 1
+                log(f"SKIP {video}: already in the manifest (clip {known!r})")
+                continue
             try:
-                rows = prepare_video(video, args.out, clip_id, args, names.index(name) if name else None, name)
-            except Exception as e:  # one unreadable video must not stop the run: log it and go on
-                n_bad += 1
-                log(f"SKIP {video}: {type(e).__name__}: {e}")
+                others = [o for o in by_id[cid.casefold()] if o != video]
+                if others:
+                    raise Skip(f"its clip id {cid!r} is also the id of {others[0]}; rename one of them")
+                if cid.casefold() in taken:
+                    raise Skip(f"its clip id {cid!r} differs only in case from the manifest's "
+                               f"{taken[cid.casefold()]!r}")
+                name = folders.get(video) if args.labels_from_dirs else None
+                audio, frames = decode_video(video, args.fps, args.size, args.sample_rate, args.max_missing_seconds)
+                rows = write_video_clips(audio, frames, video, args.out, cid, args,
+                                         labels[name] if name is not None else None, name)
+            except Exception as e:  # one unusable video must not stop the run: name it on one line and go on
+                failed.append(video)
+                reason = " ".join(str(e).split()) or type(e).__name__
+                log(f"SKIP {video}: {reason if isinstance(e, Skip) else f'{type(e).__name__}: {reason}'}")
                 continue
             for row in rows:
                 f.write(json.dumps(row) + "\n")
-            n_ok, n_clips = n_ok + 1, n_clips + len(rows)
-    log(f"done: {n_ok} video(s) → {n_clips} clip(s) in {args.out}; {n_bad} skipped")
-    return 0 if n_clips else 1
+            f.flush()
+            written, clips = written + 1, clips + len(rows)
+    summary = f"done: {written} video(s) → {clips} clip(s) written to {args.out}; {present} already in the manifest"
+    if failed:
+        names = ", ".join(str(v) for v in failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        summary += f"; {len(failed)} skipped for errors ({names}): see the SKIP lines above"
+    log(summary)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -108,8 +108,8 @@ def test_prepare_clips_on_a_real_mp4(tmp_path, capsys):
     prepare = _load_prepare_clips()
     status = prepare.main([str(tmp_path / "videos"), str(out), "--size", "0", "--labels-from-dirs"])
     log = capsys.readouterr().err
-    assert status == 0
-    assert "SKIP" in log and "broken.mp4" in log and "1 skipped" in log
+    assert status == 1  # the unreadable file is skipped, and the exit status says so
+    assert "SKIP" in log and "broken.mp4" in log and "1 skipped for errors" in log
     clips = ClipDataset(out)
     assert len(clips) == 1
     item = clips[0]
@@ -124,6 +124,7 @@ def test_prepare_clips_on_a_real_mp4(tmp_path, capsys):
 
     # one-second clips, as DSOL cuts its videos
     out1 = tmp_path / "clips1"
+    (videos / "broken.mp4").unlink()
     assert prepare.main([str(tmp_path / "videos"), str(out1), "--size", "32", "--clip-seconds", "1"]) == 0
     cut = ClipDataset(out1)
     assert len(cut) == 2 and cut[1]["frames"].shape == (25, 3, 32, 32) and cut[1]["audio"].shape == (16000,)
@@ -156,8 +157,8 @@ def test_malformed_rows_are_all_reported_at_once(written):
     manifest.write_text("\n".join(lines) + "\n")
     with pytest.raises(ClipFormatError, match="2 bad manifest row") as err:
         ClipDataset(written)
-    assert "manifest.jsonl:2" in str(err.value) and "lacks audio" in str(err.value)
-    assert "manifest.jsonl:3" in str(err.value) and "not valid JSON" in str(err.value)
+    assert "manifest.jsonl line 2: clip" in str(err.value) and "lacks audio" in str(err.value)
+    assert "manifest.jsonl line 3: not valid JSON" in str(err.value)
 
 
 def test_missing_files_are_all_listed(written):
@@ -176,9 +177,10 @@ def test_corrupt_files_name_the_file_and_scan_reports_all(written):
         clips[0]
     with pytest.raises(ClipFormatError, match=r"cannot read image file .*synth000003/frames/000020.png"):
         clips[3]
-    with pytest.raises(ClipFormatError, match="2 unreadable clip") as err:
+    with pytest.raises(ClipFormatError, match=r"2 problem\(s\) in 6 clip\(s\)") as err:
         clips.scan()
-    assert "synth000000" in str(err.value) and "synth000003" in str(err.value)
+    assert "synth000000/audio.wav (clip 'synth000000'): cannot decode" in str(err.value)
+    assert "synth000003/frames/000020.png (clip 'synth000003'): cannot decode" in str(err.value)
 
 
 def test_stereo_and_other_rates_are_downmixed_and_resampled(written):

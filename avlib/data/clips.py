@@ -37,7 +37,7 @@ import torchaudio
 from PIL import Image
 from torch.utils.data import Dataset
 
-from avlib.data.safety import UnsafePathError, contained_path
+from avlib.data.safety import UnsafePathError, check_contained
 from avlib.data.synthetic import Scene, SynthOrchestra
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ def read_manifest(root: str | os.PathLike) -> list[dict]:
     """Parse ``root/manifest.jsonl``; raises :class:`ClipFormatError` listing every malformed row at once.
 
     Every ``audio`` and ``frames`` path must be relative and stay inside ``root`` once symlinks are resolved
-    (:func:`avlib.data.safety.contained_path`); a row that breaks this is reported like any other malformed row, e.g.
+    (:func:`avlib.data.safety.check_contained`); a row that breaks this is reported like any other malformed row, e.g.
     ``data/manifest.jsonl line 3: audio path '../x.wav' leaves the clip directory``.
     """
     path = Path(root) / MANIFEST
@@ -205,17 +205,17 @@ def read_manifest(root: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def _unsafe_paths(root: str | os.PathLike, row: dict, at: str, dirs: dict[str, str]) -> list[str]:
+def _unsafe_paths(root: str | os.PathLike, row: dict, at: str, dirs: dict) -> list[str]:
     """One line for the audio path and one for the first bad frame path of ``row`` that leave ``root``."""
     problems = []
     try:
-        contained_path(root, row["audio"], f"{at}: audio", dirs=dirs)
+        check_contained(root, row["audio"], f"{at}: audio", dirs=dirs)
     except UnsafePathError as e:
         problems.append(str(e))
     bad = []
     for p, rel in enumerate(row["frames"]):
         try:
-            contained_path(root, rel, f"{at}: frames[{p}]", dirs=dirs)
+            check_contained(root, rel, f"{at}: frames[{p}]", dirs=dirs)
         except UnsafePathError as e:
             bad.append(str(e))
     if bad:
@@ -223,7 +223,7 @@ def _unsafe_paths(root: str | os.PathLike, row: dict, at: str, dirs: dict[str, s
     return problems
 
 
-def expected_samples(row: dict, sample_rate: int) -> int:
+def _expected_samples(row: dict, sample_rate: int) -> int:
     """Audio samples a manifest row promises at ``sample_rate`` (its ``num_samples`` at its own ``sample_rate``)."""
     return int(math.ceil(int(row["num_samples"]) * sample_rate / int(row["sample_rate"])))
 
@@ -284,7 +284,7 @@ class ClipDataset(Dataset):
             raise ClipFormatError(f"clip {row['id']!r}: audio file {path} contains NaN or inf")
         if sr != self.sample_rate:
             wave = torchaudio.functional.resample(wave, sr, self.sample_rate)
-        need = expected_samples(row, self.sample_rate)
+        need = _expected_samples(row, self.sample_rate)
         if wave.shape[0] < need:
             raise ClipFormatError(
                 f"clip {row['id']!r}: audio file {path} is shorter than the manifest says: {data.shape[0] / sr:.3f} s "
@@ -366,7 +366,7 @@ class ClipDataset(Dataset):
 
     def clip_samples(self, j: int) -> int:
         """Audio samples of clip ``j`` at the dataset's sample rate."""
-        return expected_samples(self.rows[j], self.sample_rate)
+        return _expected_samples(self.rows[j], self.sample_rate)
 
     def clip_label(self, j: int) -> int:
         """The clip's label, else its first sounding category, else -1."""

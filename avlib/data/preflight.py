@@ -28,7 +28,7 @@ import os
 import tempfile
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,8 @@ from avlib.data.clips import MANIFEST, ClipFormatError, read_manifest
 CACHE_DIR = ".avlib-cache"
 CACHE_FILE = "preflight.json"
 CACHE_VERSION = 1
+BATCH = 1024  # files handed to the thread pool at a time
+FACTS = {"audio": ("samples", "sample_rate", "channels", "finite"), "image": ("width", "height", "mode")}
 
 
 class PreflightError(ClipFormatError):
@@ -108,13 +110,17 @@ def _load_cache(path: Path) -> dict[str, dict]:
 
 def _save_cache(path: Path, files: dict[str, dict]) -> None:
     """Write the cache atomically (a temporary file renamed over the old one); warn once if the folder is read-only."""
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".preflight-", suffix=".tmp",
                                          delete=False) as f:
+            tmp = f.name
             json.dump({"version": CACHE_VERSION, "files": files}, f)
-        os.replace(f.name, path)
+        os.replace(tmp, path)
     except OSError as e:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
         warnings.warn(f"preflight: cannot write its cache {path} ({e}); the next scan will decode again",
                       stacklevel=3)
 
@@ -173,7 +179,8 @@ def preflight(root: str | os.PathLike, split: str | None = None, workers: int | 
         stamps[rel] = (st.st_size, st.st_mtime_ns)
         entry = cache.get(rel)
         if (isinstance(entry, dict) and entry.get("kind") == kind and entry.get("size") == st.st_size
-                and entry.get("mtime_ns") == st.st_mtime_ns and isinstance(entry.get("facts"), dict)):
+                and entry.get("mtime_ns") == st.st_mtime_ns and isinstance(entry.get("facts"), dict)
+                and all(k in entry["facts"] for k in FACTS[kind])):
             facts[rel] = entry["facts"]
         else:
             todo.append(rel)
@@ -184,15 +191,15 @@ def preflight(root: str | os.PathLike, split: str | None = None, workers: int | 
 
         with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
                 total=len(todo), desc=f"preflight {root.name}", unit="file", disable=not progress) as bar:
-            futures = {pool.submit(_decode, wanted[rel], root / rel): rel for rel in todo}
-            for future in as_completed(futures):
-                rel = futures[future]
-                found, why = future.result()
-                if found is None:
-                    errors[rel] = why
-                else:
-                    facts[rel] = found
-                bar.update()
+            for i in range(0, len(todo), BATCH):  # in batches, so that millions of files never queue at once
+                batch = todo[i: i + BATCH]
+                for rel, (found, why) in zip(batch, pool.map(_decode, [wanted[r] for r in batch],
+                                                             [root / r for r in batch]), strict=True):
+                    if found is None:
+                        errors[rel] = why
+                    else:
+                        facts[rel] = found
+                    bar.update()
         keep = {p for r in all_rows for p in [r["audio"], *r["frames"]]}
         files = {rel: e for rel, e in cache.items() if rel in keep and rel not in wanted}
         files.update({rel: {"kind": wanted[rel], "size": stamps[rel][0], "mtime_ns": stamps[rel][1], "facts": f}

@@ -3,8 +3,9 @@
 Everything here turns a hostile or broken input into one line that names the file, member or argument, and writes
 nothing it has not checked first:
 
-- :func:`contained_path`: a relative path that must stay inside a root directory (symlinks resolved). Clip manifests
-  (:func:`avlib.data.clips.read_manifest`), :func:`fetch_all` and :func:`safe_extract` all check paths with it.
+- :func:`check_contained` / :func:`contained_path`: a relative path that must stay inside a root directory (symlinks
+  resolved). Clip manifests (:func:`avlib.data.clips.read_manifest`), :func:`fetch_all` and :func:`safe_extract` all
+  check paths with it.
 - :func:`sha256_file` / :func:`verify_checksum`: SHA-256 of a file, and the check against the value a host publishes.
 - :func:`fetch_all`: a download loop over :class:`Download` items in which one failure (an error, a checksum
   mismatch) stops that file only; files already present are kept, never overwritten.
@@ -53,12 +54,12 @@ class ToolError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------------ contained paths
-def contained_path(root: str | os.PathLike, rel: object, where: str, name: str = "the clip directory",
-                   dirs: dict[str, str] | None = None) -> Path:
-    """``root / rel``, after checking that ``rel`` is a relative path that stays inside ``root``.
+def check_contained(root: str | os.PathLike, rel: object, where: str, name: str = "the clip directory",
+                    dirs: dict | None = None) -> None:
+    """Check that ``rel`` is a relative ``/``-separated path that stays inside ``root``; raise one line if not.
 
-    The check is lexical (no absolute path, no ``..`` above ``root``) and real: the directory holding the target and
-    the target itself, when it is a symlink, are resolved, and must lie inside the resolved ``root``. A target that
+    The check is lexical (no absolute path, no ``..`` above ``root``) and real: the folders on the way and the target
+    itself, when they are symlinks, are resolved, and the result must lie inside the resolved ``root``. A target that
     does not exist yet passes when its existing ancestors do.
 
     Args:
@@ -66,8 +67,9 @@ def contained_path(root: str | os.PathLike, rel: object, where: str, name: str =
         rel: the path to check (anything that is not a non-empty string is refused).
         where: how the error names the place the path came from, e.g. ``"data/manifest.jsonl line 3: audio"``.
         name: how the error names ``root``.
-        dirs: a cache of resolved folders (``{folder relative to root: real path}``) shared between calls with the
-            same ``root``, so that checking many paths in the same folders costs about one ``lstat`` per path.
+        dirs: a cache (start with ``{}``) shared between calls with the same ``root``: each folder is resolved and
+            listed once, so checking a whole manifest costs one ``scandir`` per folder rather than a few system calls
+            per path.
 
     Raises:
         UnsafePathError: one line, e.g. ``data/manifest.jsonl line 3: audio path '../x.wav' leaves the clip
@@ -77,26 +79,60 @@ def contained_path(root: str | os.PathLike, rel: object, where: str, name: str =
         raise UnsafePathError(f"{where} path must be a non-empty string, got {rel!r}")
     if "\0" in rel:
         raise UnsafePathError(f"{where} path {rel!r} contains a NUL character")
-    if posixpath.isabs(rel) or os.path.isabs(rel):
+    if rel[0] == "/" or (os.sep == "\\" and (os.path.isabs(rel) or os.path.splitdrive(rel)[0])):
         raise UnsafePathError(f"{where} path {rel!r} is absolute; it must be relative to {name}")
-    if posixpath.normpath(rel).split("/")[0] == "..":
+    if os.sep == "\\" and "\\" in rel:
+        raise UnsafePathError(f"{where} path {rel!r} has a backslash; write it with / between folders")
+    if ".." in rel and posixpath.normpath(rel).split("/")[0] == "..":
         raise UnsafePathError(f"{where} path {rel!r} leaves {name}")
-    root_s = os.fspath(root)
     dirs = {} if dirs is None else dirs
-
-    def real(folder: str) -> str:
-        if folder not in dirs:
-            dirs[folder] = os.path.realpath(os.path.join(root_s, folder))
-        return dirs[folder]
-
-    real_root = real("")
-    parent, base = os.path.split(rel)
-    target = os.path.join(real(parent), base)
-    if base in ("", ".", "..") or os.path.islink(target):
-        target = os.path.realpath(target)
-    if target != real_root and not target.startswith(real_root.rstrip(os.sep) + os.sep):
+    if "" not in dirs:
+        real_root = os.path.realpath(root)
+        dirs[""] = (real_root, True, _symlinks(real_root))
+    parent, _, base = rel.rpartition("/")
+    real_parent, inside, links = dirs.get(parent) or _folder(root, parent, dirs)
+    if inside and base not in links and base not in ("", ".", ".."):
+        return
+    target = os.path.realpath(os.path.join(real_parent, base))
+    if not _within(target, dirs[""][0]):
         raise UnsafePathError(f"{where} path {rel!r} leaves {name} (it resolves to {target})")
-    return Path(root_s) / rel
+
+
+def _within(path: str, real_root: str) -> bool:
+    return path == real_root or path.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def _symlinks(folder: str) -> frozenset[str]:
+    """Names of the symlinks in ``folder`` (empty when it is missing or not a folder: reported elsewhere)."""
+    try:
+        with os.scandir(folder) as it:
+            return frozenset(e.name for e in it if e.is_symlink())
+    except OSError:
+        return frozenset()
+
+
+def _folder(root: str | os.PathLike, folder: str, dirs: dict) -> tuple[str, bool, frozenset[str]]:
+    """``(real path, inside root, names of the symlinks in it)`` of ``root/folder``, resolved one component at a time
+    on top of its cached parent (``dirs[""]``, the root's entry, must be there)."""
+    entry = dirs.get(folder)
+    if entry is None:
+        head, _, tail = folder.rpartition("/")
+        if tail in ("", ".", ".."):
+            real = os.path.realpath(os.path.join(root, folder))
+        else:
+            real_head, _, head_links = _folder(root, head, dirs)
+            real = os.path.join(real_head, tail)
+            if tail in head_links:
+                real = os.path.realpath(real)
+        entry = dirs[folder] = (real, _within(real, dirs[""][0]), _symlinks(real))
+    return entry
+
+
+def contained_path(root: str | os.PathLike, rel: object, where: str, name: str = "the clip directory",
+                   dirs: dict | None = None) -> Path:
+    """``root / rel``, after :func:`check_contained` (same arguments; raises :class:`UnsafePathError`)."""
+    check_contained(root, rel, where, name, dirs)
+    return Path(root) / rel
 
 
 # ------------------------------------------------------------------------------------------------------ checksums
@@ -211,7 +247,7 @@ def fetch_all(items: Iterable[Download], dest: str | os.PathLike, download: Call
             message = " ".join(str(e).split()) or type(e).__name__
             if not isinstance(e, UnsafePathError | ChecksumError):
                 message = f"{item.url}: {type(e).__name__}: {message}"
-            report.failed[item.path] = message
+            report.failed[str(item.path)] = message
             log(f"FAIL {item.path}: {message}")
     return report
 
@@ -260,7 +296,7 @@ def _check_members(archive: Path, dest: Path, members: list[tuple[str, str, str]
         try:
             if kind == "special":
                 raise UnsafePathError(f"{archive}: member {name!r} is a device or FIFO")
-            contained_path(dest, name, f"{archive}: member", f"the extraction folder {dest}", dirs)
+            check_contained(dest, name, f"{archive}: member", f"the extraction folder {dest}", dirs)
             why = _link_rule(name, kind, target, links)
             if why:
                 raise UnsafePathError(f"{archive}: member {name!r} {why}")
