@@ -11,6 +11,7 @@ interact within a micro-batch, as they do within each GPU's share under data par
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 from dataclasses import dataclass
@@ -58,16 +59,26 @@ def plan_batches(global_batch: int, world: int = 1, micro_batch: int | None = No
     return BatchPlan(global_batch, world, per, per // accum, accum)
 
 
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def init_distributed(device_name: str | None) -> tuple[int, int, torch.device, bool]:
     """``(rank, world size, device, whether this call created the process group)``; under ``torchrun`` each
-    process takes ``cuda:LOCAL_RANK`` (NCCL), or the CPU with gloo."""
+    process takes ``cuda:LOCAL_RANK`` (NCCL), or the CPU with gloo. A group this creates lasts until the process
+    exits."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 and not dist.is_initialized():
         return 0, 1, select_device(device_name), False
     created = False
     use_cuda = torch.cuda.is_available() and device_name in (None, "cuda")
     if not dist.is_initialized():
+        # Created once per process and kept until it exits: the stages of a run (and any further fit) reuse it.
+        # Destroying and re-creating the default group under torchrun races on the rendezvous store's keys (a rank
+        # can read its peer's address from the previous group and fail to connect).
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        atexit.register(_destroy_process_group)
         created = True
     if use_cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))

@@ -456,8 +456,6 @@ class _Run:
             self.bar.close()
             if self.live is not None and self.history:
                 self.live.update(self.history, final=True)
-            if self.created_group:
-                dist.destroy_process_group()
         last_ckpt = self.last_good[0] if self.last_good[1] == self.step else None
         return TrainResult(self.history, self.step, last_ckpt, str(self.device), self.precision,
                            time.perf_counter() - t0, self.world, self.plan.describe())
