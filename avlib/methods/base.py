@@ -64,6 +64,10 @@ class MethodConfig:
     def replace(self: C, **changes: Any) -> C:
         """A copy with ``changes``; a dict given for a dataclass field (``pairs``) updates it, any other value
         (dicts such as ``audio`` and ``data`` included) replaces the field."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field {unknown[0]!r}; its fields: {', '.join(sorted(known))}")
         merged = {}
         for name, value in changes.items():
             current = getattr(self, name)
