@@ -13,7 +13,7 @@ import soundfile as sf
 from PIL import Image
 
 from avlib.data import ClipDataset, ClipFormatError, SynthOrchestra, write_clips
-from avlib.data.preflight import PreflightError, preflight
+from avlib.data.preflight import PreflightError, preflight, preflight_cache_path
 
 preflight_module = importlib.import_module("avlib.data.preflight")  # the module, not a function of that name
 
@@ -53,7 +53,7 @@ def test_clean_data_passes_and_a_second_scan_decodes_nothing(root, calls):
     assert (report.clips, report.files, report.decoded, report.cached) == (8, 32, 32, 0)
     assert calls == {"audio": 8, "image": 24}
     assert report.audio_seconds == pytest.approx(8 * 0.6) and "8 clips, 32 files OK" in str(report)
-    assert (root / ".avlib-cache" / "preflight.json").is_file()
+    assert preflight_cache_path(root).is_file()
 
     again = preflight(root, progress=False)
     assert (again.decoded, again.cached) == (0, 32) and calls == {"audio": 8, "image": 24}
@@ -126,7 +126,7 @@ def test_audio_only_scan_and_the_dataset_shortcut(root, calls):
 
 
 def test_a_damaged_or_unwritable_cache_never_stops_a_scan(root, calls, monkeypatch):
-    cache = root / ".avlib-cache" / "preflight.json"
+    cache = preflight_cache_path(root)
     cache.parent.mkdir()
     cache.write_text("{ not json")
     assert preflight(root, progress=False).decoded == 32

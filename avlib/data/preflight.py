@@ -15,14 +15,16 @@ All problems found are raised together as one :class:`PreflightError` (one line 
 the file and what is wrong), so a run learns about bad data before step 1.
 
 What decoding finds out about a file (its sample count and rate, its image size) is cached by path, size and
-modification time in ``ROOT/.avlib-cache/preflight.json``: a second scan of unchanged data decodes nothing. Files that
-fail to decode are not cached, so they are tried again next time. When the clip directory is read-only the scan
-still runs, without a cache (and warns once). Under ``torchrun``, run it on one process (the cache then serves the
-others).
+modification time in avlib's cache directory (:func:`cache_dir`: ``$AVLIB_CACHE``, else ``$XDG_CACHE_HOME/avlib``,
+else ``~/.cache/avlib``), one file per clip directory, so avlib never writes inside a dataset (which may be shared or
+read-only): a second scan of unchanged data decodes nothing. Files that fail to decode are not cached, so they are
+tried again next time. When the cache cannot be written the scan still runs, without a cache (and warns once).
+Under ``torchrun``, run it on one process (the cache then serves the others).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -38,8 +40,6 @@ from PIL import Image
 
 from avlib.data.clips import MANIFEST, ClipFormatError, read_manifest
 
-CACHE_DIR = ".avlib-cache"
-CACHE_FILE = "preflight.json"
 CACHE_VERSION = 1
 BATCH = 1024  # files handed to the thread pool at a time
 FACTS = {"audio": ("samples", "sample_rate", "channels", "finite"), "image": ("width", "height", "mode")}
@@ -96,6 +96,19 @@ def _decode(kind: str, path: Path) -> tuple[dict | None, str | None]:
         return (audio_facts(path) if kind == "audio" else image_facts(path)), None
     except Exception as e:  # soundfile and PIL raise many types for corrupt files: each becomes one line
         return None, f"cannot decode ({type(e).__name__}: {' '.join(str(e).split())})"
+
+
+def cache_dir() -> Path:
+    """avlib's cache directory: ``$AVLIB_CACHE``, else ``$XDG_CACHE_HOME/avlib``, else ``~/.cache/avlib``."""
+    if os.environ.get("AVLIB_CACHE"):
+        return Path(os.environ["AVLIB_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "avlib"
+
+
+def preflight_cache_path(root: str | os.PathLike) -> Path:
+    """The cache file of one clip directory: ``cache_dir()/preflight/<sha256 of its resolved path>.json``."""
+    key = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:32]
+    return cache_dir() / "preflight" / f"{key}.json"
 
 
 def _load_cache(path: Path) -> dict[str, dict]:
@@ -161,7 +174,7 @@ def preflight(root: str | os.PathLike, split: str | None = None, workers: int | 
         wanted.setdefault(row["audio"], "audio")
         for rel in row["frames"] if images else []:
             wanted.setdefault(rel, "image")
-    cache_path = root / CACHE_DIR / CACHE_FILE
+    cache_path = preflight_cache_path(root)
     cache = _load_cache(cache_path)
     facts: dict[str, dict] = {}
     errors: dict[str, str] = {}
