@@ -67,7 +67,8 @@ class MethodConfig:
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
-            raise TypeError(f"{type(self).__name__} has no field {unknown[0]!r}; its fields: {', '.join(sorted(known))}")
+            raise TypeError(f"{type(self).__name__} has no field {unknown[0]!r}; its fields: "
+                            f"{', '.join(sorted(known))}")
         merged = {}
         for name, value in changes.items():
             current = getattr(self, name)
