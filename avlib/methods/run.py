@@ -15,6 +15,8 @@ from typing import Any
 
 from torch import nn
 
+from avlib.data.clips import MANIFEST
+from avlib.data.preflight import preflight
 from avlib.engine import (
     CheckpointError,
     Stage,
@@ -135,7 +137,9 @@ def train(cfg: MethodConfig, *, seed: int = 0, data: str | Path | None = None, o
     Args:
         cfg: the method's config (``get_method(name).config(scale, **changes)``).
         seed: seeds the initial weights, the data order and the in-memory world.
-        data: a clip directory (its ``train`` split trains, ``test`` evaluates); default: the config's world.
+        data: a clip directory (its ``train`` split trains, ``test`` evaluates; every file of it, and of clip
+            directories inside it, is decoded once before step 1 by :func:`avlib.data.preflight`); default: the
+            config's world.
         out: run directory (checkpoints, metrics); ``None`` trains in memory.
         resume, overwrite: continue / replace the run in ``out`` (otherwise an existing run is refused).
         init_from: for configs with ``init_from``: the trained source model, or its checkpoint / run directory.
@@ -152,6 +156,10 @@ def train(cfg: MethodConfig, *, seed: int = 0, data: str | Path | None = None, o
     if cfg.init_from is not None and init_from is None:
         raise ValueError(f"{cfg.method} at scale {cfg.scale!r} starts from a trained {cfg.init_from} model: train "
                          f"{cfg.init_from} first and pass its run as init_from")
+    if data is not None:  # every file decoded once before step 1; all bad files named in one error
+        for clip_dir in [data, *sorted(p.parent for p in data.glob(f"*/{MANIFEST}"))]:
+            if (clip_dir / MANIFEST).is_file():
+                preflight(clip_dir, progress=engine.get("progress", True))
     plans = method.stages(cfg)
 
     def stage(i: int, plan_cfg: MethodConfig, name: str) -> Stage:
