@@ -39,6 +39,7 @@ def test_training_refuses_bad_files_before_step_1_naming_all_of_them(tmp_path, c
 def test_a_second_scan_of_good_data_uses_the_cache(tmp_path, capsys, monkeypatch):
     root = tmp_path / "clips"
     assert main(["synth", str(root), "--method", "dmc", "--clips", "4", "--test-clips", "2", "--seed", "3"]) == 0
+    capsys.readouterr()
     pf = importlib.import_module("avlib.data.preflight")  # the module (avlib.data.preflight is also the function)
     calls = []
     original = pf.audio_facts
