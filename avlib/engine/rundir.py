@@ -44,23 +44,34 @@ class RunLock:
     """An exclusive lock on ``out_dir/.lock`` (holder's pid and host written in it), held for the whole run.
 
     The operating system releases the lock of a process that died; its file then still names the dead holder, and
-    the next run takes it over with a warning.
+    the next run takes it over with a warning. A run refused inside the lock (:class:`RunDirError`) removes a lock
+    file it created, so that a refused run leaves the directory as it found it.
     """
 
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / LOCK_NAME
         self.fd: int | None = None
+        self.created = False
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise RunDirError(f"{self.path.parent} is in use by a running trainer ({holder}); wait for it or choose "
-                              "another --out") from None
+        while True:
+            self.created = not self.path.exists()
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise RunDirError(f"{self.path.parent} is in use by a running trainer ({holder}); wait for it or "
+                                  "choose another --out") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the file was removed (by a refused run, below) between the open and the lock: again
         old = os.pread(fd, 200, 0).decode(errors="replace").strip()
         if old:
             warnings.warn(f"{self.path}: taking over the lock left by {old}, which is no longer running", stacklevel=2)
@@ -69,9 +80,12 @@ class RunLock:
         self.fd = fd
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if self.fd is not None:
-            os.ftruncate(self.fd, 0)
+            if self.created and exc_type is not None and issubclass(exc_type, RunDirError):
+                self.path.unlink(missing_ok=True)  # a refused run leaves the directory as it found it
+            else:
+                os.ftruncate(self.fd, 0)
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
