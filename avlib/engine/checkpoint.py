@@ -142,9 +142,9 @@ def _refusal(err: BaseException) -> str:
     text = _ANSI.sub("", str(err))
     if m := re.search(r"Unsupported global: GLOBAL (\S+)", text):
         return f"it asks for {m.group(1)}, which a weights-only load does not allow"
-    if m := re.search(r"WeightsUnpickler error: ([^\n]+)", text):
+    if m := re.search(r"WeightsUnpickler error:\s*([^\n]+)", text):
         return m.group(1).strip()
-    return _first_line(err)
+    return "the weights-only unpickler refused it"
 
 
 def latest_checkpoint(run_dir: str | Path, map_location: Any = "cpu") -> tuple[Path, dict[str, Any]] | None:

@@ -13,6 +13,7 @@ __all__ = ["RunDirError", "RunLock", "claim_run_dir"]
 
 LOCK_NAME = ".lock"
 RUN_FILES = ("metrics.jsonl", "summary.json", "config.json")
+OLD_CHECKPOINT = "last.pt"  # what avlib wrote before verified step_*.pt checkpoints
 
 
 class RunDirError(RuntimeError):
@@ -20,8 +21,8 @@ class RunDirError(RuntimeError):
 
 
 def _holds_a_run(out_dir: Path) -> bool:
-    return any((out_dir / name).exists() for name in RUN_FILES) or any(out_dir.glob("step_*.pt")) or any(
-        p.is_dir() and (p / "metrics.jsonl").exists() for p in out_dir.iterdir())
+    return (any((out_dir / name).exists() for name in (*RUN_FILES, OLD_CHECKPOINT)) or any(out_dir.glob("step_*.pt"))
+            or any(p.is_dir() and (p / "metrics.jsonl").exists() for p in out_dir.iterdir()))
 
 
 def claim_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -30,6 +31,10 @@ def claim_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     if not out_dir.is_dir() or not _holds_a_run(out_dir):
         return
     if resume:
+        if (out_dir / OLD_CHECKPOINT).is_file() and not any(out_dir.glob("step_*.pt")):
+            raise RunDirError(f"{out_dir} holds {OLD_CHECKPOINT}, a checkpoint in the format of an older avlib, which "
+                              "this version does not load (no verified header): pass --overwrite to train the run "
+                              "again, or choose another --out (nothing was changed)")
         return
     if not overwrite:
         raise RunDirError(f"{out_dir} already holds a run: pass --resume to continue it or --overwrite to replace it "
