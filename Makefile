@@ -12,9 +12,13 @@ NOTEBOOKS := $(CHAPTERS_MD:.md=.ipynb)
 .PHONY: test book sync lint unit notebooks render browser clean help
 
 help:
-	@echo "make test   - install if needed, then lint, unit tests, every chapter under nbval, the browser check"
-	@echo "make book   - install if needed, then build the HTML book into _build/html (chapters run at AVLIB_SCALE=$(SCALE))"
-	@echo "make sync   - regenerate book/*.ipynb from book/*.md (outputs stripped)"
+	@echo "make test      - install if needed, then lint, unit tests, and the book: built once (every chapter executed"
+	@echo "                 once, at AVLIB_SCALE=$(SCALE)) and every page checked offline in Chromium (tests/test_render.py)"
+	@echo "make book      - install if needed, then build the HTML book into _build/html (chapters run at AVLIB_SCALE=$(SCALE))"
+	@echo "make unit      - the tests without the book build (no browser)"
+	@echo "make render    - only the book build and the browser checks (screenshots in _build/render/)"
+	@echo "make notebooks - the chapters under nbval, e.g. one alone: make notebooks NOTEBOOKS=book/data.ipynb"
+	@echo "make sync      - regenerate book/*.ipynb from book/*.md (outputs stripped)"
 
 # torch, torchvision and torchaudio first, as a pinned trio (see REFERENCE.md §4), then avlib with its extras.
 $(STAMP): pyproject.toml constraints.txt
@@ -38,15 +42,16 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q --ignore=tests/test_render.py
 
+# Not part of `make test` (the book build there runs every chapter once); for running a chapter by itself.
 notebooks: $(STAMP)
 	AVLIB_SCALE=$(SCALE) $(BIN)/python -m pytest -q --nbval-lax --nbval-cell-timeout=900 $(NOTEBOOKS)
 
 render: $(STAMP) browser
-	$(BIN)/python -m pytest -q tests/test_render.py
+	AVLIB_SCALE=$(SCALE) $(BIN)/python -m pytest -q -ra tests/test_render.py
 
 test: $(STAMP) browser
 	$(BIN)/ruff check .
-	AVLIB_SCALE=$(SCALE) $(BIN)/python -m pytest -q -ra --durations=15 --nbval-lax --nbval-cell-timeout=900 tests $(NOTEBOOKS)
+	AVLIB_SCALE=$(SCALE) $(BIN)/python -m pytest -q -ra --durations=15 tests
 
 book: $(STAMP)
 	AVLIB_SCALE=$(SCALE) $(BIN)/jupyter-book build . -W -n --keep-going

@@ -1,6 +1,8 @@
 """Every chapter is a pair: book/NAME.md (MyST, the source) and book/NAME.ipynb (for Colab), in sync and stripped.
 
-The chapters themselves run under nbval (``make test`` passes ``book/*.ipynb`` to pytest with ``--nbval-lax``).
+The chapters themselves run once per ``make test``, in the book build of tests/test_render.py (``_config.yml``:
+``execute_notebooks: force``, ``allow_errors: false``); their own ``assert`` cells are the checks. ``make notebooks``
+still runs them under nbval, one by one if wished, but nothing in ``make test`` reads nbval's cell tags.
 """
 
 from __future__ import annotations
@@ -43,3 +45,18 @@ def test_ipynb_is_paired_and_stripped(notebook: Path) -> None:
     nbformat.validate(nb)
     dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
     assert not dirty, f"{notebook.name} carries outputs or execution counts in cells {dirty}: run `make sync`"
+
+
+@pytest.mark.parametrize("source", NOTEBOOK_SOURCES, ids=lambda p: p.name)
+def test_no_cell_relies_on_nbval(source: Path) -> None:
+    """nbval tags (nbval-check-output, nbval-skip, ...) do nothing in the book build that runs the chapters."""
+    tagged = [
+        (i, tag)
+        for i, cell in enumerate(jupytext.read(source).cells)
+        for tag in cell.get("metadata", {}).get("tags", [])
+        if tag.startswith("nbval")
+    ]
+    assert not tagged, (
+        f"{source.name}: cells {tagged} carry nbval tags, which `make test` ignores (the chapters run in the book "
+        "build): check outputs with `assert` in the cell; skip a cell with the `skip-execution` tag"
+    )
