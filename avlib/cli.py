@@ -12,9 +12,9 @@ held-out loss and a note that localization needs boxes). ``avlib synth --method 
 ``--batch-size`` is the global batch at any K. ``avlib eval`` rebuilds the model from the checkpoint's own config
 and scores it on the data it was trained on unless ``--data`` says otherwise.
 Results are printed as one JSON object on stdout. Bad arguments (and a run directory that holds another run or is in
-use) print one line on stderr and exit with status 2; failures while running print their message (no traceback unless
-``AVLIB_DEBUG=1``) and exit with status 1; SIGINT / SIGTERM finish the step, write a checkpoint, say how to resume and
-exit with status 130 / 143.
+use, or a checkpoint of another method, scale or config than asked) print one line on stderr and exit with status 2;
+failures while running print their message (no traceback unless ``AVLIB_DEBUG=1``) and exit with status 1; SIGINT /
+SIGTERM finish the step, write a checkpoint, say how to resume and exit with status 130 / 143.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,9 +79,10 @@ def _parser() -> _Parser:
                         "stage for methods trained in stages)")
     t.add_argument("--scale", choices=SCALES, default=None, help="config scale (default: AVLIB_SCALE or quick)")
     t.add_argument("--data", type=Path, help="clip directory (default: the config's SynthOrchestra world in memory)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its newest verified checkpoint")
-    t.add_argument("--overwrite", action="store_true", help="replace the run in --out (refused without it)")
+    again = t.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its newest verified checkpoint")
+    again.add_argument("--overwrite", action="store_true", help="replace the run in --out (refused without it)")
     t.add_argument("--init-from", type=Path,
                    help="start from another method's trained run (configs with init_from: avol at quick scale)")
     t.add_argument("--steps", type=_positive_int, help="optimisation steps (default: the config's)")
@@ -192,7 +194,7 @@ def _eval(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``avlib`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    from avlib.engine import RunDirError, TrainingInterrupted
+    from avlib.engine import CheckpointError, RunDirError, TrainingInterrupted
 
     try:
         args = _parser().parse_args(argv)
@@ -201,11 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(err if str(err).startswith("avlib") else f"avlib: error: {err}", file=sys.stderr)
         return 2
     except TrainingInterrupted as err:
-        again = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--overwrite",))
-        print(f"avlib: {err}; continue with: avlib {again}{'' if '--resume' in again else ' --resume'}",
-              file=sys.stderr)
+        again = [str(a) for a in (argv if argv is not None else sys.argv[1:]) if a != "--overwrite"]
+        again += [] if "--resume" in again else ["--resume"]
+        print(f"avlib: {err}; continue with: avlib {shlex.join(again)}", file=sys.stderr)
         return 128 + err.signum
-    except RunDirError as err:
+    except (RunDirError, CheckpointError) as err:  # a run directory or checkpoint that does not fit what was asked
         print(f"avlib: error: {err}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, SystemExit):

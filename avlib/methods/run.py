@@ -29,6 +29,7 @@ from avlib.engine import (
     run_stages,
 )
 from avlib.engine.checkpoint import load_weights, seed_everything
+from avlib.engine.rundir import claim_run_dir
 from avlib.engine.stages import stage_dir
 from avlib.methods.base import MethodConfig, get_method
 from avlib.runtime import select_device
@@ -119,14 +120,27 @@ def load(path: str | Path, device: str | None = None) -> tuple[MethodConfig, nn.
     return cfg, model.to(select_device(device)), state
 
 
-def _source_model(init_from: str | Path | nn.Module, cfg: MethodConfig) -> nn.Module:
+def _source_model(init_from: str | Path | nn.Module, cfg: MethodConfig) -> tuple[nn.Module, str]:
+    """The trained model ``cfg`` starts from, and what it is in words; a checkpoint of another method or scale is
+    refused in one line naming what it holds and what was asked."""
     if isinstance(init_from, nn.Module):
-        return init_from
+        return init_from, f"the given {type(init_from).__name__}"
     src_cfg, model, _ = load(init_from)
-    if src_cfg.method != cfg.init_from:
-        raise CheckpointError(f"{init_from} holds a {src_cfg.method} model; {cfg.method} at scale {cfg.scale!r} "
-                              f"starts from a trained {cfg.init_from} model")
-    return model
+    held = f"a {src_cfg.method} model at scale {src_cfg.scale!r}"
+    if (src_cfg.method, src_cfg.scale) != (cfg.init_from, cfg.scale):
+        raise CheckpointError(f"{init_from} holds {held}; {cfg.method} at scale {cfg.scale!r} starts from a trained "
+                              f"{cfg.init_from} model at scale {cfg.scale!r}")
+    return model, f"{init_from} ({held})"
+
+
+def _check_fits(started: nn.Module, fresh: nn.Module, source: str, cfg: MethodConfig) -> None:
+    """Refuse a starting model whose tensors are not shaped as the config's own model."""
+    own = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in started.state_dict().items()}
+    bad = sorted(k for k in own.keys() | got.keys() if own.get(k) != got.get(k))
+    if bad:
+        raise CheckpointError(f"{source} does not fit {cfg.method} at scale {cfg.scale!r}: {len(bad)} tensors differ "
+                              f"(first: {bad[0]}, {got.get(bad[0])} there, {own.get(bad[0])} here)")
 
 
 def train(cfg: MethodConfig, *, seed: int = 0, data: str | Path | None = None, out: str | Path | None = None,
@@ -156,19 +170,29 @@ def train(cfg: MethodConfig, *, seed: int = 0, data: str | Path | None = None, o
     if cfg.init_from is not None and init_from is None:
         raise ValueError(f"{cfg.method} at scale {cfg.scale!r} starts from a trained {cfg.init_from} model: train "
                          f"{cfg.init_from} first and pass its run as init_from")
+    plans = method.stages(cfg)
+    # refusals first, before the data scan and before the run directory is touched (an overwrite clears it)
+    source = None if init_from is None else _source_model(init_from, cfg)
+    out = None if out is None else Path(out)
+    if out is not None and not resume and not overwrite:
+        claim_run_dir(out, resume=False, overwrite=False)  # only checks: refuses a directory that holds a run
+    if out is not None and resume:
+        for i, p in enumerate(plans, start=1):
+            _check_resumable(stage_dir(out, i, p.name, len(plans)), _meta(p.cfg, data, seed, p.name))
     if data is not None:  # every file decoded once before step 1; all bad files named in one error
         for clip_dir in [data, *sorted(p.parent for p in data.glob(f"*/{MANIFEST}"))]:
             if (clip_dir / MANIFEST).is_file():
                 preflight(clip_dir, progress=engine.get("progress", True))
-    plans = method.stages(cfg)
 
     def stage(i: int, plan_cfg: MethodConfig, name: str) -> Stage:
         def make() -> StageParts:
             seed_everything(seed)  # the initial weights are a function of the seed
             model = method.model(plan_cfg)
             train_data = method.train_data(plan_cfg, data, seed)
-            if i == 0 and init_from is not None:
-                model = method.init(plan_cfg, model, _source_model(init_from, plan_cfg), train_data)
+            if i == 0 and source is not None:
+                started = method.init(plan_cfg, model, source[0], train_data)
+                _check_fits(started, model, source[1], plan_cfg)
+                model = started
             tc = TrainConfig(steps=plan_cfg.steps, batch_size=plan_cfg.batch_size, micro_batch=plan_cfg.micro_batch,
                              schedule=plan_cfg.schedule, warmup_steps=plan_cfg.warmup_steps,
                              milestones=plan_cfg.milestones, gamma=plan_cfg.gamma,
@@ -180,12 +204,9 @@ def train(cfg: MethodConfig, *, seed: int = 0, data: str | Path | None = None, o
 
     stages = [stage(i, p.cfg, p.name) for i, p in enumerate(plans)]
     if out is not None:
-        out = Path(out)
         if resume:
             for i, p in enumerate(plans, start=1):
-                where = stage_dir(out, i, p.name, len(plans))
-                _check_resumable(where, _meta(p.cfg, data, seed, p.name))
-                _say_where(where, p)
+                _say_where(stage_dir(out, i, p.name, len(plans)), p)
         model, results = run_stages(stages, out, resume=resume, overwrite=overwrite)
     else:
         model, results, previous = None, [], None
