@@ -1,10 +1,12 @@
 """Training-throughput harness: samples/s, peak memory, and achieved FLOP/s against the device's own matmul peak.
 
 For a registered method (``avlib.methods``) at a scale, or for any ``(model, step_fn, batch)``, the harness times the
-engine's own optimisation step (:func:`avlib.train.train_step`, with the engine's precision and memory-format choices)
-on a fixed random batch already on the device, so the numbers are the model's, not the data pipeline's. FLOPs per
-step come from ``torch.utils.flop_counter.FlopCounterMode`` over one whole step (forward and backward); the peak is
-measured in the same run with large square matrix products in fp32 and bf16 (and fp16 when training in fp16).
+engine's own optimisation step (:func:`avlib.engine.train_step` on one micro-batch, with the engine's precision and
+memory-format choices) on a fixed random batch already on the device, so the numbers are the model's, not the data
+pipeline's. A method's default batch is what one device takes at a time: the config's ``micro_batch`` where it sets
+one (the global ``batch_size`` is then reached by gradient accumulation and more processes), else its ``batch_size``.
+FLOPs per step come from ``torch.utils.flop_counter.FlopCounterMode`` over one whole step (forward and backward); the
+peak is measured in the same run with large square matrix products in fp32 and bf16 (and fp16 when training in fp16).
 
     python benchmarks/harness.py l3 --scale full --batch-size 2 --steps 3 --out results.json
 
@@ -30,8 +32,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from avlib.engine import StepFn, StepModule, autocast, resolve_precision, to_device, train_step
 from avlib.runtime import select_device
-from avlib.train import StepFn, StepModule, autocast, resolve_precision, to_device, train_step
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -137,7 +139,7 @@ def benchmark_model(
         return autocast(dev, precision)
 
     def one_step() -> None:
-        train_step(net, batch, optimizer, scaler, amp)
+        train_step(net, [batch], optimizer, scaler, amp)  # one optimisation step of one micro-batch
 
     net.train()
     if dev.type == "cuda":
@@ -192,23 +194,25 @@ def benchmark_model(
 
 
 def benchmark_method(method: str, scale: str | None = None, batch_size: int | None = None, **kwargs: Any) -> dict:
-    """:func:`benchmark_model` for a registered method's model and step at ``scale`` (batch: the config's)."""
-    from avlib.configs import get_config
+    """:func:`benchmark_model` for a registered method's model and step at ``scale``; the batch is one device's
+    (``batch_size``, else the config's ``micro_batch``, else its global ``batch_size``)."""
     from avlib.methods import get_method
 
     spec = get_method(method)
-    cfg = get_config(method, scale)
-    model, step_fn = spec.model(cfg)
-    n = batch_size or int(cfg["batch_size"])
+    cfg = spec.config(scale)
+    model, step_fn = spec.model(cfg), spec.step(cfg)
+    n = batch_size or cfg.micro_batch or cfg.batch_size
     result = benchmark_model(model, step_fn, spec.example_batch(cfg, n), n, **kwargs)
-    return {"method": method, "scale": cfg["scale"], **result}
+    return {"method": method, "scale": cfg.scale, "global_batch": cfg.batch_size, "micro_batch": cfg.micro_batch,
+            **result}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("methods", nargs="+", help="registered method names (avlib.methods)")
     p.add_argument("--scale", default=None, help="quick, colab or full (default: AVLIB_SCALE or quick)")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="one device's batch (default: the config's "
+                   "micro_batch, else its batch_size)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
