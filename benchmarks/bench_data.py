@@ -1,11 +1,14 @@
-"""Data throughput on this machine: SynthOrchestra scenes/s, AVC pairs/s and frontend spectrograms/s.
+"""Data throughput on this machine: SynthOrchestra scenes/s, AVC pairs/s, the clustering methods' training items/s, and
+the spectrograms/s of every registered method's frontend.
 
 Usage::
 
-    python benchmarks/bench_data.py [--seconds 2] [--threads 1] [--device cpu] [--json out.json]
+    python benchmarks/bench_data.py [--seconds 2] [--threads 1] [--device cpu] [--scale full] [--json out.json]
 
 Each measurement repeats its work for about ``--seconds`` seconds after one warm-up call and reports items per second.
-Scenes are generated one at a time (as a Dataset does); spectrograms in batches on ``--device``.
+Scenes are generated one at a time (as a Dataset does). Spectrograms are computed as each method's step computes them
+(:func:`avlib.audio.first_example` on a batch of waveforms, on ``--device``), for the frontend of the method's config
+at ``--scale``; DSOL's log-mel (no registered method yet) is measured by itself.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from collections.abc import Callable
 
 import torch
 
-from avlib.audio import CAVLLogFrequency, DMCLogMel, DSOLLogMel, L3LogSpectrogram, VGGishLogMel
+from avlib.audio import DSOLLogMel, first_example, make_frontend
 from avlib.data import AVCPairs, SynthOrchestra
+from avlib.methods import METHODS, get_method
 
 
 def rate(work: Callable[[int], int], seconds: float) -> float:
@@ -61,25 +65,41 @@ def scene_benchmarks(seconds: float) -> list[dict]:
     return rows
 
 
-def frontend_benchmarks(seconds: float, device: torch.device, batch: int) -> list[dict]:
-    cases = [
-        ("L3 log-spectrogram 257x199 (1 s @48 kHz)", L3LogSpectrogram(), 48000),
-        ("VGGish log-mel 96x64 (1 s @16 kHz)", VGGishLogMel(), 16000),
-        ("DMC log-mel 496x64 (5 s @16 kHz)", DMCLogMel(), 80000),
-        ("DSOL log-mel 201x64 (1 s @16 kHz)", DSOLLogMel(), 16000),
-        ("CAVL log-frequency 512x432 (10 s @11.025 kHz)", CAVLLogFrequency(), 110250),
-    ]
+def clustering_benchmarks(seconds: float) -> list[dict]:
+    """Training items of the clustering methods' in-memory worlds (middle frame through the method's transform, the
+    waveform cut to the network's input), as ``train_data`` builds them."""
     rows = []
-    for name, module, n in cases:
-        module = module.to(device)
-        wave = torch.randn(batch, n, device=device) * 0.1
+    for name in ("dmc", "cavl"):
+        method = get_method(name)
+        cfg = method.config("quick")
+        cfg = cfg.replace(data={**cfg.data, "size": 16})
+
+        def work(i: int, m=method, c=cfg) -> int:
+            return len(m.train_data(c, None, i))
+
+        rows.append({"what": f"{name} quick training items (scene, transform, waveform)", "per_s": rate(work, seconds)})
+    return rows
+
+
+def frontend_benchmarks(seconds: float, device: torch.device, batch: int, scale: str) -> list[dict]:
+    cases = []
+    for name in sorted(METHODS):
+        method = get_method(name)
+        cfg = method.config(scale)
+        wave = method.example_batch(cfg, batch)["audio"]
+        cases.append((f"{name} {scale} ({cfg.audio['frontend']}, {wave.shape[-1]} samples)", make_frontend(cfg.audio),
+                      wave))
+    cases.append(("DSOL log-mel 201x64 (1 s @16 kHz)", DSOLLogMel(), 0.1 * torch.randn(batch, 16000)))
+    rows = []
+    for name, module, wave in cases:
+        wave = wave.to(device)
 
         def work(i: int, m: torch.nn.Module = module, x: torch.Tensor = wave) -> int:
             with torch.no_grad():
-                m(x)
+                spec = first_example(m, x)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            return x.shape[0]
+            return spec.shape[0]
 
         rows.append({"what": f"frontend: {name}, batch {batch}", "per_s": rate(work, seconds)})
     return rows
@@ -91,13 +111,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch / BLAS threads")
     parser.add_argument("--device", default="cpu", help="device for the frontends")
     parser.add_argument("--batch", type=int, default=32, help="frontend batch size")
+    parser.add_argument("--scale", default="full", help="the methods' configs whose frontends are measured")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"# avlib data benchmark — {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} thread(s), frontends on {device}")
-    rows = scene_benchmarks(args.seconds) + frontend_benchmarks(args.seconds, device, args.batch)
+    rows = (scene_benchmarks(args.seconds) + clustering_benchmarks(args.seconds)
+            + frontend_benchmarks(args.seconds, device, args.batch, args.scale))
     width = max(len(r["what"]) for r in rows)
     for r in rows:
         print(f"{r['what']:<{width}}  {r['per_s']:10.1f} /s")

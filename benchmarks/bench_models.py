@@ -7,6 +7,10 @@ on 256x256 images and 496x64 log-mels for DMC, on 256x256 images and 512x432 log
     python benchmarks/bench_models.py --scale full                       # GPU: the papers' per-GPU batch sizes
     python benchmarks/bench_models.py --scale full --methods dmc cavl    # some of them
 
+The default batch is what one device takes in one step of the config (:func:`device_batch`): its ``micro_batch``
+(L3-Net 16, AVE-Net / AVOL-Net 128: the papers' per-GPU share of their global batches of 256 and 2048), else its
+global ``batch_size`` (DMC 64, CAVL 32, trained on one device).
+
 Results go to ``benchmarks/results/<scale>-<device>.json`` (or ``--out``): one record per method and precision, as
 produced by ``harness.benchmark_method``, plus the mixed-precision speed-up over fp32 per method.
 """
@@ -23,15 +27,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import benchmark_method  # noqa: E402
 
-from avlib.methods import METHODS  # noqa: E402
+from avlib.engine import resolve_precision  # noqa: E402
+from avlib.methods import METHODS, get_method  # noqa: E402
 from avlib.runtime import select_device  # noqa: E402
-from avlib.train import resolve_precision  # noqa: E402
+
+
+def device_batch(method: str, scale: str | None) -> int:
+    """Items one device takes per forward pass under the config: its per-device ``micro_batch``, else the global
+    ``batch_size``."""
+    cfg = get_method(method).config(scale)
+    return int(cfg.micro_batch or cfg.batch_size)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="benchmark all registered methods")
     p.add_argument("--scale", default="full")
-    p.add_argument("--batch-size", type=int, default=None, help="default: each config's batch size")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default: each config's per-device batch (micro_batch, else batch_size)")
     p.add_argument("--methods", nargs="*", default=sorted(METHODS), choices=sorted(METHODS))
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
@@ -49,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prec: benchmark_method(
                 method,
                 args.scale,
-                args.batch_size,
+                args.batch_size or device_batch(method, args.scale),
                 precision=prec,
                 device=args.device,
                 steps=args.steps,

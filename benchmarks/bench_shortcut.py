@@ -1,13 +1,14 @@
 """The AVC shortcut of Objects that Sound (Sec. 3.3), measured over several seeds.
 
 For each seed: a SynthOrchestra world with the frame-boundary artifact (the AVE config's ``data``), AVE-Net trained
-with ``naive`` negatives and with ``frame_aligned`` negatives (and, with ``--remedy``, with naive negatives plus L3's
-random misalignment), then:
+through ``avlib.methods.train`` with ``naive`` negatives and with ``frame_aligned`` negatives (and, with ``--remedy``,
+with naive negatives plus L3's random misalignment), then, on the method's held-out clips of that world (frames through
+AVE-Net's evaluation transform):
 
 - AVC accuracy on held-out pairs sampled the way each model was trained (what a training log would show), and on
   frame-aligned pairs (where the shortcut cannot help);
 - nDCG@30 of the four query/database combinations on held-out clips;
-- the grid-offset test and the grid-phase probe of ``avlib.avc``.
+- the grid-offset test and the grid-phase probe of ``avlib.eval.shortcut``.
 
 It checks the two claims of chapter 3 for every seed — naive AVC accuracy > frame-aligned AVC accuracy, and naive
 cross-modal retrieval < frame-aligned cross-modal retrieval — and prints one JSON line per seed plus a summary.
@@ -24,17 +25,13 @@ import time
 
 import torch
 
-from avlib.avc import (
-    InMemoryClips,
-    avc_accuracy_on,
-    clip_features,
-    grid_offset_test,
-    grid_phase_probe,
-    retrieval_ndcg,
-    train_avc,
-)
-from avlib.configs import get_config
-from avlib.data import AVCPairs, SynthOrchestra
+from avlib.audio import make_frontend
+from avlib.data import AVCPairs
+from avlib.data.views import cached_world
+from avlib.eval.avc import avc_accuracy_on, clip_features
+from avlib.eval.representation import retrieval_ndcg
+from avlib.eval.shortcut import grid_offset_test, grid_phase_probe
+from avlib.methods import get_method, train
 
 # margins the chapter asserts (chapter 3, section 3)
 ACC_MARGIN = 0.05
@@ -47,11 +44,12 @@ def cross_modal(r: dict) -> float:
 
 
 def run_seed(seed: int, scale: str | None, remedy: bool) -> dict:
-    cfg = get_config("ave", scale)
-    world = SynthOrchestra(**cfg["data"], seed=seed)
-    n_train = cfg["train_clips"]
-    train, test = list(range(n_train)), list(range(n_train, n_train + cfg["eval_size"]))
-    src = InMemoryClips(world, preload=range(n_train + cfg["eval_size"]))
+    method = get_method("ave")
+    cfg = method.config(scale)
+    src = cached_world(cfg.data, seed)  # the world train() trains on with this seed (one copy in memory)
+    n_train = int(cfg.train_clips)
+    train_clips, test = list(range(n_train)), list(range(n_train, len(src)))  # the method's split
+    frontend, transform = make_frontend(cfg.audio), method.image_transform(cfg, train=False)
     runs = {
         "frame_aligned": {"negative_mode": "frame_aligned", "misalign": False},
         "naive": {"negative_mode": "naive", "misalign": False},
@@ -61,20 +59,21 @@ def run_seed(seed: int, scale: str | None, remedy: bool) -> dict:
     out: dict = {"seed": seed}
     for name, pairs in runs.items():
         t0 = time.perf_counter()
-        net, fe, _ = train_avc(cfg, src, train, seed=seed, **pairs)
-        own = AVCPairs(src, clips=test, length=512, seed=10_000 + seed, window_seconds=1.0, **pairs)
-        aligned = AVCPairs(
-            src, clips=test, length=512, seed=10_000 + seed, window_seconds=1.0, negative_mode="frame_aligned"
-        )
-        r = retrieval_ndcg(clip_features(net, fe, src, test), world.ontology)
+        net = train(cfg.replace(pairs=pairs), seed=seed, evaluate=False, progress=False, live_plot=False).model
+
+        def held_out(**sampling) -> AVCPairs:
+            return AVCPairs(src, clips=test, length=512, seed=10_000 + seed, window_seconds=1.0,
+                            image_transform=transform, **sampling)
+
+        r = retrieval_ndcg(clip_features(net, frontend, src, test, image_transform=transform), src.ontology)
         out[name] = {
-            "acc_own": avc_accuracy_on(net, fe, own),
-            "acc_aligned": avc_accuracy_on(net, fe, aligned),
+            "acc_own": avc_accuracy_on(net, frontend, held_out(**pairs)),
+            "acc_aligned": avc_accuracy_on(net, frontend, held_out(negative_mode="frame_aligned")),
             "ndcg": {k: v["ndcg"] for k, v in r.items()},
             "ndcg_random": r["im-aud"]["random"],
             "cross_modal": cross_modal(r),
-            "grid": grid_offset_test(net, fe, src, test),
-            "phase_probe": grid_phase_probe(net, fe, src, train[:256], test),
+            "grid": grid_offset_test(net, frontend, src, test, image_transform=transform),
+            "phase_probe": grid_phase_probe(net, frontend, src, train_clips[:256], test),
             "seconds": time.perf_counter() - t0,
         }
     naive, good = out["naive"], out["frame_aligned"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from avlib.configs import get_config
+from avlib.audio import first_example, make_frontend
 from avlib.methods import get_method
 
 _spec = importlib.util.spec_from_file_location(
@@ -62,13 +62,13 @@ def test_registered_method_cli_writes_json(tmp_path):
     assert harness.main([*argv, "--precision", "fp32", "--out", str(out)]) == 0
     (r,) = json.loads(out.read_text())
     assert r["method"] == "l3" and r["scale"] == "quick" and r["batch_size"] == 2 and r["precision"] == "fp32"
-    model, _ = get_method("l3").model(get_config("l3", "quick"))
+    model = get_method("l3").model(get_method("l3").config("quick"))
     assert r["flops_per_step"] > 0 and r["parameters"] == sum(p.numel() for p in model.parameters())
 
 
-def _conv_and_linear_flops(model: nn.Module, batch: dict) -> tuple[int, int]:
-    """Forward FLOPs of every Conv2d and Linear on ``batch`` (2·in·k·k per output value), and of the first conv of each
-    stream (whose input, the data, needs no gradient); counted from the layers' output shapes with hooks."""
+def _conv_and_linear_flops(model: nn.Module, image: torch.Tensor, spec: torch.Tensor) -> tuple[int, int]:
+    """Forward FLOPs of every Conv2d and Linear on ``(image, spec)`` (2·in·k·k per output value), and of the first conv
+    of each stream (whose input, the data, needs no gradient); counted from the layers' output shapes with hooks."""
     counted: list[tuple[nn.Module, int]] = []
 
     def hook(mod: nn.Module, _inp, out: torch.Tensor) -> None:
@@ -78,7 +78,7 @@ def _conv_and_linear_flops(model: nn.Module, batch: dict) -> tuple[int, int]:
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     with torch.no_grad():
-        model(batch["image"], batch["spec"])
+        model(image, spec)
     for h in handles:
         h.remove()
     firsts = [next(m for m in stream.modules() if isinstance(m, nn.Conv2d)) for stream in (model.visual, model.audio)]
@@ -88,17 +88,25 @@ def _conv_and_linear_flops(model: nn.Module, batch: dict) -> tuple[int, int]:
 @pytest.mark.parametrize("method", ["dmc", "cavl"])
 def test_harness_counts_the_clustering_nets_flops(method):
     """At quick scale: full-scale DMC alone takes about 10 s here (building it and one counted step at batch 2 on one
-    core), and CAVL's VGGish on a 512x432 spectrogram several times more."""
+    core), and CAVL's VGGish on a 512x432 spectrogram several times more. The step computes its spectrograms from the
+    batch's waveforms (forward only: the data needs no gradient), so their products are counted too."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     torch.set_num_threads(1)
-    cfg = get_config(method, "quick")
+    m = get_method(method)
+    cfg = m.config("quick")
     r = harness.benchmark_method(method, "quick", 2, precision="fp32", steps=1, warmup=0, matmul_n=64)
     torch.manual_seed(0)
-    model, _ = get_method(method).model(cfg)
-    forward, first = _conv_and_linear_flops(model, get_method(method).example_batch(cfg, 2))
+    model = m.model(cfg)
+    batch = m.example_batch(cfg, 2)
+    frontend = make_frontend(cfg.audio)
+    with FlopCounterMode(display=False) as counter:
+        spec = first_example(frontend, batch["audio"])
+    forward, first = _conv_and_linear_flops(model, batch["image"], spec)
     # backward: a weight and an input gradient per layer (2x forward), minus the input gradient of the first convs
     layers = 3 * forward - first
-    clustering = r["flops_per_step"] - layers  # the clustering's batched products (einsum -> bmm), forward + backward
-    assert 0 < clustering < 0.02 * layers, (r["flops_per_step"], layers)
+    clustering = r["flops_per_step"] - layers - counter.get_total_flops()  # the clustering's batched products
+    assert 0 < clustering < 0.02 * layers, (r["flops_per_step"], layers, counter.get_total_flops())
     assert r["method"] == method and r["parameters"] == sum(p.numel() for p in model.parameters())
 
 
@@ -118,3 +126,28 @@ def test_bench_models_covers_dmc_and_cavl(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench_models.main(["--methods", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+    # by default each model is timed at what one device takes: the papers' per-GPU share of their global batch
+    assert {m: bench_models.device_batch(m, "full") for m in ("l3", "ave", "avol", "dmc", "cavl")} == {
+        "l3": 16, "ave": 128, "avol": 128, "dmc": 64, "cavl": 32}
+
+
+def test_bench_shortcut_trains_through_the_methods_route(monkeypatch):
+    """One seed of the shortcut benchmark on a tiny AVE-Net world: both samplings trained by ``avlib.methods.train``,
+    scored on the method's held-out clips, and the verdict follows the margins."""
+    torch.set_num_threads(1)
+    _sspec = importlib.util.spec_from_file_location(
+        "bench_shortcut", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_shortcut.py"
+    )
+    bench_shortcut = importlib.util.module_from_spec(_sspec)
+    _sspec.loader.exec_module(bench_shortcut)
+    ave = get_method("ave")
+    quick = ave.config("quick")
+    small = quick.replace(steps=2, batch_size=8, data={**quick.data, "size": 36}, train_clips=24)
+    monkeypatch.setitem(ave.presets, "quick", small)
+    r = bench_shortcut.run_seed(0, "quick", remedy=False)
+    assert set(r) == {"seed", "frame_aligned", "naive", "acc_gap", "retrieval_gap", "holds"}
+    for name in ("frame_aligned", "naive"):
+        assert 0 <= r[name]["acc_own"] <= 1 and 0 <= r[name]["phase_probe"] <= 1
+        assert set(r[name]["grid"]) == {"pos_on", "pos_off", "neg_on", "neg_off", "acc_on", "acc_off"}
+    assert r["acc_gap"] == r["naive"]["acc_own"] - r["frame_aligned"]["acc_own"]
+    assert r["holds"] == (r["acc_gap"] > bench_shortcut.ACC_MARGIN and r["retrieval_gap"] > bench_shortcut.NDCG_MARGIN)
