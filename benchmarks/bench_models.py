@@ -7,9 +7,9 @@ on 256x256 images and 496x64 log-mels for DMC, on 256x256 images and 512x432 log
     python benchmarks/bench_models.py --scale full                       # GPU: the papers' per-GPU batch sizes
     python benchmarks/bench_models.py --scale full --methods dmc cavl    # some of them
 
-The default batch is what one device takes in one step of the config (:func:`device_batch`): its ``micro_batch``
-(L3-Net 16, AVE-Net / AVOL-Net 128: the papers' per-GPU share of their global batches of 256 and 2048), else its
-global ``batch_size`` (DMC 64, CAVL 32, trained on one device).
+The default batch is what one device takes at a time under the config (``harness.benchmark_method``): its
+``micro_batch`` (L3-Net 16, AVE-Net / AVOL-Net 128: the papers' per-GPU share of their global batches of 256 and
+2048), else its global ``batch_size`` (DMC 64, CAVL 32, trained on one device).
 
 Results go to ``benchmarks/results/<scale>-<device>.json`` (or ``--out``): one record per method and precision, as
 produced by ``harness.benchmark_method``, plus the mixed-precision speed-up over fp32 per method.
@@ -28,15 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import benchmark_method  # noqa: E402
 
 from avlib.engine import resolve_precision  # noqa: E402
-from avlib.methods import METHODS, get_method  # noqa: E402
+from avlib.methods import METHODS  # noqa: E402
 from avlib.runtime import select_device  # noqa: E402
-
-
-def device_batch(method: str, scale: str | None) -> int:
-    """Items one device takes per forward pass under the config: its per-device ``micro_batch``, else the global
-    ``batch_size``."""
-    cfg = get_method(method).config(scale)
-    return int(cfg.micro_batch or cfg.batch_size)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prec: benchmark_method(
                 method,
                 args.scale,
-                args.batch_size or device_batch(method, args.scale),
+                args.batch_size,
                 precision=prec,
                 device=args.device,
                 steps=args.steps,

@@ -126,9 +126,21 @@ def test_bench_models_covers_dmc_and_cavl(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench_models.main(["--methods", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err
-    # by default each model is timed at what one device takes: the papers' per-GPU share of their global batch
-    assert {m: bench_models.device_batch(m, "full") for m in ("l3", "ave", "avol", "dmc", "cavl")} == {
-        "l3": 16, "ave": 128, "avol": 128, "dmc": 64, "cavl": 32}
+
+
+def test_a_methods_default_batch_is_one_devices_share(monkeypatch):
+    """At full scale each model is timed at what one device takes: the papers' per-GPU share of their global batch."""
+    seen = {}
+
+    def record(model, step_fn, batch, batch_size, **kwargs):
+        seen[type(model).__name__] = (batch_size, batch["image"].shape[0], batch["audio"].shape[0])
+        return {}
+
+    monkeypatch.setattr(harness, "benchmark_model", record)
+    for name in ("l3", "ave", "dmc"):
+        r = harness.benchmark_method(name, "full")
+        assert (r["global_batch"], r["micro_batch"]) == {"l3": (256, 16), "ave": (2048, 128), "dmc": (64, None)}[name]
+    assert seen == {"L3Net": (16, 16, 16), "AVENet": (128, 128, 128), "DMCNet": (64, 64, 64)}
 
 
 def test_bench_shortcut_trains_through_the_methods_route(monkeypatch):
