@@ -164,6 +164,20 @@ def test_resume_with_more_steps_continues(stopped_at_12):
     assert result.step == STEPS + 6 and [h["step"] for h in result.history] == list(range(1, STEPS + 7))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resume_on_cuda_restores_every_rng_and_is_bit_identical(tmp_path):
+    """On a GPU the checkpoint is loaded onto the device; its RNG states (dropout draws on the CUDA generator) must
+    still restore."""
+    cuda = dict(step_fn=plain_step, device="cuda", precision="bf16")
+    straight, _ = run_tiny(tmp_path / "straight", **cuda)
+    with pytest.raises(TrainingInterrupted):
+        run_tiny(tmp_path / "resumed", **{**cuda, "step_fn": signal_at(12, signal.SIGINT, plain_step)})
+    assert "cuda" in load_checkpoint(tmp_path / "resumed")["rng"][0]
+    resumed, result = run_tiny(tmp_path / "resumed", resume=True, **cuda)
+    assert result.device.startswith("cuda") and result.step == STEPS
+    assert_same_weights(resumed.state_dict(), straight.state_dict())
+
+
 # ------------------------------------------------------------------------------------------------ non-finite guard
 
 
