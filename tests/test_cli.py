@@ -248,6 +248,30 @@ def test_lr_on_resume_is_applied_and_reported(tmp_path, capsys, clips, l3_run):
     assert summary["final"]["lr"] == 0.0005
 
 
+def test_resume_may_change_the_micro_batch(tmp_path, capsys, clips, l3_run):
+    """The per-device limit is how a device executes the step, not the optimisation: a run may resume with another."""
+    run_dir = copy_run(l3_run, tmp_path)
+    code, summary, err = run(capsys, "train", "l3", "--data", clips, "--out", run_dir, "--batch-size", "4", "--steps",
+                             "4", "--micro-batch", "2", "--resume", "--no-eval", *FP32)
+    assert code == 0, err
+    assert summary["step"] == 4 and "2 accumulation step(s) x micro-batch 2" in summary["batch"]
+    assert steps_logged(run_dir) == [1, 2, 3, 4]
+
+
+def test_a_relative_data_directory_is_found_again_from_elsewhere(tmp_path, capsys, monkeypatch, clips):
+    """The checkpoint names the clip directory absolutely: ``avlib eval`` run from another directory without
+    ``--data`` scores the data the run was trained on."""
+    monkeypatch.chdir(clips.parent)
+    code, summary, err = run(capsys, "train", "l3", "--data", clips.name, "--out", tmp_path / "run", "--batch-size",
+                             "4", "--steps", "1", *FP32)
+    assert code == 0, err
+    assert load_checkpoint(tmp_path / "run")["meta"]["data"] == str(clips)
+    monkeypatch.chdir(tmp_path)
+    code, scores, err = run(capsys, "eval", "l3", "--ckpt", "run")
+    assert code == 0, err
+    assert scores["data"] == str(clips) and scores["avc_accuracy"] == summary["eval"]["avc_accuracy"]
+
+
 def test_avol_quick_starts_from_a_trained_ave_run(tmp_path, capsys, clips):
     torch.set_num_threads(1)
     err = refused(capsys, 2, "train", "avol", "--data", clips, "--out", tmp_path / "avol0", "--steps", "1")

@@ -64,6 +64,7 @@ def test_quick_config_trains_through_the_engine(method):
     cfg = _small(method)
     source = train(_small("ave"), seed=0, evaluate=False, progress=False).model if method == "avol" else None
     run = train(cfg, seed=0, init_from=source, progress=False)
+    assert source is None or source.training  # starting from it left the source model as it was
     assert run.result.step == 2 and len(run.history) == 2 and all(np.isfinite(h["loss"]) for h in run.history)
     frontend = make_frontend(cfg.audio)
     held_out = get_method(method).held_out_pairs(cfg, None, 0)

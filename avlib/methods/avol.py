@@ -50,7 +50,7 @@ class AVOL(AVCMethod):
         convolutions), the calibration fitted on one batch of the training pairs."""
         if not isinstance(source, AVENet):
             raise TypeError(f"avol starts from a trained AVE-Net; got a {type(source).__name__}")
-        avol = AVOLNet.from_avenet(source.eval())
+        avol = AVOLNet.from_avenet(source)  # copies weights only: the source's own mode is left as it was
         batch = train.batch(range(min(256, len(train))))
         with torch.no_grad():
             spec = first_example(make_frontend(cfg.audio), batch["audio"])

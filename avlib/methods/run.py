@@ -8,6 +8,7 @@ rebuild a model from a checkpoint's own config, whatever the presets say today.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,8 @@ from avlib.runtime import select_device
 
 __all__ = ["Run", "evaluate_checkpoint", "load", "train"]
 
-MAY_CHANGE_ON_RESUME = ("lr", "steps")
+# what a resumed run may change: the schedule's length and base lr, and how each device executes the same optimisation
+MAY_CHANGE_ON_RESUME = ("lr", "steps", "micro_batch", "channels_last")
 
 
 @dataclass
@@ -64,7 +66,8 @@ def _meta(cfg: MethodConfig, data: Path | None, seed: int, stage: str) -> dict[s
 
 
 def _check_resumable(where: Path, meta: dict[str, Any]) -> None:
-    """Refuse, in one line, to resume a run trained with another config, data or seed (lr and steps may change)."""
+    """Refuse, in one line, to resume a run trained with another config, data or seed (lr, steps, micro-batch and
+    memory format may change)."""
     found = latest_checkpoint(where)
     if found is None:
         return
@@ -162,7 +165,7 @@ def train(cfg: MethodConfig, *, seed: int = 0, data: str | Path | None = None, o
             ``progress``, ``live_plot``, ``num_workers``, ``compile``, ...).
     """
     method = get_method(cfg.method)
-    data = None if data is None else Path(data)
+    data = None if data is None else Path(os.path.abspath(data))  # checkpoints name it wherever they are read from
     if data is None and cfg.data is None:
         raise ValueError(f"{cfg.method} at scale {cfg.scale!r} trains on real data: give a clip directory")
     if cfg.init_from is None and init_from is not None:
