@@ -292,6 +292,12 @@ def test_avol_quick_starts_from_a_trained_ave_run(tmp_path, capsys, clips):
     avol_state = load_checkpoint(tmp_path / "avol")["model"]
     assert torch.allclose(avol_state[key], ave_state[key], atol=1e-2)
     assert not torch.allclose(avol_state[key], torch.zeros_like(ave_state[key]))
+    # a resume continues from its own checkpoint: the source run is not read again (here it is gone)
+    shutil.rmtree(tmp_path / "ave")
+    code, summary, err = run(capsys, "train", "avol", "--out", tmp_path / "avol", "--init-from", tmp_path / "ave",
+                             "--data", clips, "--batch-size", "4", "--steps", "2", "--resume", "--no-eval", *FP32)
+    assert code == 0, err
+    assert summary["step"] == 2 and steps_logged(tmp_path / "avol") == [1, 2]
 
 
 def test_console_entry_point_help():

@@ -175,8 +175,10 @@ def train(cfg: MethodConfig, *, seed: int = 0, data: str | Path | None = None, o
                          f"{cfg.init_from} first and pass its run as init_from")
     plans = method.stages(cfg)
     # refusals first, before the data scan and before the run directory is touched (an overwrite clears it)
-    source = None if init_from is None else _source_model(init_from, cfg)
     out = None if out is None else Path(out)
+    first = None if out is None else stage_dir(out, 1, plans[0].name, len(plans))
+    started = resume and first is not None and latest_checkpoint(first) is not None
+    source = None if init_from is None or started else _source_model(init_from, cfg)  # a resume has its weights
     if out is not None and not resume and not overwrite:
         claim_run_dir(out, resume=False, overwrite=False)  # only checks: refuses a directory that holds a run
     if out is not None and resume:
