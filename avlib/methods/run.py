@@ -195,9 +195,9 @@ def train(cfg: MethodConfig, *, seed: int = 0, data: str | Path | None = None, o
             model = method.model(plan_cfg)
             train_data = method.train_data(plan_cfg, data, seed)
             if i == 0 and source is not None:
-                started = method.init(plan_cfg, model, source[0], train_data)
-                _check_fits(started, model, source[1], plan_cfg)
-                model = started
+                start = method.init(plan_cfg, model, source[0], train_data)
+                _check_fits(start, model, source[1], plan_cfg)
+                model = start
             tc = TrainConfig(steps=plan_cfg.steps, batch_size=plan_cfg.batch_size, micro_batch=plan_cfg.micro_batch,
                              schedule=plan_cfg.schedule, warmup_steps=plan_cfg.warmup_steps,
                              milestones=plan_cfg.milestones, gamma=plan_cfg.gamma,
