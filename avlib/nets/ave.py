@@ -166,9 +166,9 @@ class AVOLNet(nn.Module):
         """
         sim = torch.einsum("bchw,bc->bhw", self.embed_image_map(image), self.embed_audio(spec)).amax(dim=(1, 2))
         x = torch.stack([sim.double(), torch.ones_like(sim, dtype=torch.float64)], dim=1)  # (B, 2)
-        y = label.double()
-        theta = torch.zeros(2, dtype=torch.float64)
-        ridge = 1e-6 * torch.eye(2, dtype=torch.float64)
+        y = label.to(sim.device).double()
+        theta = torch.zeros(2, dtype=torch.float64, device=sim.device)
+        ridge = 1e-6 * torch.eye(2, dtype=torch.float64, device=sim.device)
         for _ in range(iters):
             p = torch.sigmoid(x @ theta)
             grad = x.T @ (p - y)
