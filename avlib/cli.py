@@ -20,6 +20,7 @@ SIGTERM finish the step, write a checkpoint, say how to resume and exit with sta
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shlex
@@ -88,6 +89,8 @@ def _parser() -> _Parser:
     t.add_argument("--steps", type=_positive_int, help="optimisation steps (default: the config's)")
     t.add_argument("--batch-size", type=_positive_int,
                    help="global batch of one step, over all processes (default: the config's, the paper's)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a field of the method's config, e.g. --set levels=(1,) --set beta=5.0 (repeatable)")
     t.add_argument("--micro-batch", type=_positive_int,
                    help="most items one device takes at a time; the rest is gradient accumulation")
     t.add_argument("--lr", type=float, help="base learning rate (default: the config's)")
@@ -113,13 +116,25 @@ def _parser() -> _Parser:
     return p
 
 
-def _config(method: str, scale: str | None, data: Path | None, **changes: Any):
-    """The method's config at ``scale`` with ``changes``, after checking the arguments it depends on."""
+def _config(method: str, scale: str | None, data: Path | None, settings: Sequence[str] = (), **changes: Any):
+    """The method's config at ``scale`` with ``changes`` and the ``--set KEY=VALUE`` ``settings``, after checking the
+    arguments it depends on."""
     from avlib.methods import get_method
 
-    if data is not None and not (data / "manifest.jsonl").is_file():
-        raise UsageError(f"--data {data}: not a clip directory (no manifest.jsonl); write one with 'avlib synth'")
-    cfg = get_method(method).config(scale, **{k: v for k, v in changes.items() if v is not None})
+    if data is not None and not (data / "manifest.jsonl").is_file() and not any(data.glob("*/manifest.jsonl")):
+        raise UsageError(f"--data {data}: not a clip directory (no manifest.jsonl, nor sub-directories with one); "
+                         "write one with 'avlib synth'")
+    changes = {k: v for k, v in changes.items() if v is not None}
+    for item in settings:
+        key, _, text = item.partition("=")
+        try:
+            changes[key.strip()] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            changes[key.strip()] = text.strip()  # a plain word, e.g. --set optimizer=sgd
+    try:
+        cfg = get_method(method).config(scale, **changes)
+    except TypeError as err:
+        raise UsageError(f"--set: {err}") from None
     if data is None and cfg.data is None:
         raise UsageError(f"{method} at scale {cfg.scale!r} trains on real data: pass --data DIR")
     return cfg
@@ -146,8 +161,8 @@ def _synth(args: argparse.Namespace) -> dict[str, Any]:
 def _train(args: argparse.Namespace) -> dict[str, Any]:
     from avlib.methods import get_method, train
 
-    cfg = _config(args.method, args.scale, args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                  micro_batch=args.micro_batch, channels_last=args.channels_last or None)
+    cfg = _config(args.method, args.scale, args.data, args.set, steps=args.steps, batch_size=args.batch_size,
+                  lr=args.lr, micro_batch=args.micro_batch, channels_last=args.channels_last or None)
     if cfg.init_from is None and args.init_from is not None:
         raise UsageError(f"--init-from: {args.method} at scale {cfg.scale!r} starts from scratch")
     if cfg.init_from is not None and args.init_from is None:

@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from avlib.audio import first_example
+from avlib.data.clips import MANIFEST
 from avlib.eval.localization import contrast_score
 from avlib.losses import alignment_score, cavl_contrastive_loss, sample_negatives
 from avlib.methods.base import MethodConfig, StagePlan, register
@@ -119,11 +120,20 @@ class CAVL(ClusteringMethod):
                                                             lr=cfg.lr * cfg.level_lr_decay**i)))
         return plans
 
-    def train_data(self, cfg: CAVLConfig, data: Path | None, seed: int) -> Dataset:
-        """As every clustering method; with a clip directory holding ``c1`` ... ``c4`` sub-directories (one per
-        curriculum level), level k_a reads ``c<k_a>``."""
+    @staticmethod
+    def level_data(cfg: CAVLConfig, data: Path | None) -> Path | None:
+        """The clip directory of the config's curriculum level: ``DATA/c<k_a>`` where ``DATA`` holds one sub-directory
+        per level, else ``DATA`` itself."""
         level_dir = None if data is None else data / f"c{cfg.k_audio}"
-        return super().train_data(cfg, level_dir if level_dir is not None and level_dir.is_dir() else data, seed)
+        return level_dir if level_dir is not None and (level_dir / MANIFEST).is_file() else data
+
+    def train_data(self, cfg: CAVLConfig, data: Path | None, seed: int) -> Dataset:
+        """As every clustering method, on the level's clip directory (:meth:`level_data`)."""
+        return super().train_data(cfg, self.level_data(cfg, data), seed)
+
+    def held_out(self, cfg: CAVLConfig, data: Path | None, seed: int) -> dict[str, Tensor]:
+        """As every clustering method, on the level's clip directory (:meth:`level_data`)."""
+        return super().held_out(cfg, self.level_data(cfg, data), seed)
 
     def center_scores(self, cfg: CAVLConfig, out: dict[str, Tensor], mode: str, source: int = 0) -> Tensor:
         """Which visual center made sound ``source``, ``(B, k_v)``: ``paper`` is Eq. 7 (minus the distance to the
