@@ -20,6 +20,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -124,12 +125,17 @@ def build() -> Build:
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb), "build", str(ROOT), "--path-output", str(OUT), "-W", "-n", "--keep-going"]
     env = {**os.environ, "AVLIB_SCALE": os.environ.get("AVLIB_SCALE", "quick")}
+    # Its own process group, so that a timeout also ends the chapter's kernel, not only jupyter-book.
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
-        returncode, log = proc.returncode, proc.stdout + proc.stderr
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout or b""
-        returncode, log = -1, (out.decode() if isinstance(out, bytes) else out) + f"\nTIMEOUT after {exc.timeout}s"
+        log, _ = proc.communicate(timeout=BUILD_TIMEOUT_S)
+        returncode = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
+        returncode, log = -1, f"{log}\nTIMEOUT: the build ran past {BUILD_TIMEOUT_S} s and was stopped"
     log = _ANSI.sub("", log)
     (OUT / "build.log").write_text(log)
     return Build(returncode, log)
