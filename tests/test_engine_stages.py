@@ -83,7 +83,7 @@ def test_killed_inside_stage_two_resumes_inside_stage_two(tmp_path, straight):
     with pytest.warns(UserWarning, match="taking over the lock left by pid"):  # the killed process's locks
         model, results = run_stages(tiny_stages(calls), tmp_path, resume=True)
     assert calls == {"second": 4}  # stage 1 not retrained; stage 2 continued at step 9
-    assert results[0] is None and results[1].step == 12 and results[1].history[0]["step"] == 1
+    assert results[0].loaded and not results[1].loaded and results[1].step == 12 and results[1].history[0]["step"] == 1
     assert snapshot(tmp_path / "1_first") == first_files  # byte-identical ...
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "1_first").iterdir()} == first_times  # ... untouched
     out = straight[0]
@@ -120,7 +120,8 @@ def test_a_completed_run_rerun_with_resume_trains_nothing(straight):
     before = snapshot(out)
     calls = {}
     again, results = run_stages(tiny_stages(calls), out, resume=True)
-    assert calls == {} and results == [None, None]
+    assert calls == {} and [r.loaded for r in results] == [True, True] and [r.seconds for r in results] == [0.0, 0.0]
+    assert [r.step for r in results] == [r.history[-1]["step"] for r in results]  # history read back
     assert snapshot(out) == before
     assert_same_weights(again.state_dict(), model.state_dict())  # the final stage's weights, loaded
 

@@ -152,7 +152,8 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What ``fit`` returns: the logged history (one dict per step, ``step`` from 1), the final step, and the setup."""
+    """What ``fit`` returns: the logged history (one dict per step, ``step`` from 1), the final step, and the setup;
+    ``loaded``: the run was already complete and was read back from its run directory (``seconds`` is then 0)."""
 
     history: list[dict[str, float]]
     step: int
@@ -162,6 +163,7 @@ class TrainResult:
     seconds: float
     world_size: int = 1
     batch_plan: str = ""
+    loaded: bool = False
 
     def figure(self, keys: Sequence[str] = ("loss",)):
         """A plotly figure of the logged ``keys`` against the step (the final loss curve, for headless runs)."""

@@ -23,7 +23,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from avlib.engine.checkpoint import latest_checkpoint, load_weights
-from avlib.engine.loop import StepFn, TrainConfig, TrainResult, fit
+from avlib.engine.loop import METRICS_NAME, StepFn, TrainConfig, TrainResult, fit
+from avlib.engine.monitor import read_jsonl
 from avlib.engine.rundir import RunLock, claim_run_dir
 
 __all__ = ["Stage", "StageParts", "run_stages", "stage_dir"]
@@ -63,9 +64,9 @@ def _final(where: Path, steps: int) -> tuple[Path, dict[str, Any]] | None:
 
 
 def run_stages(stages: Sequence[Stage], out_dir: str | Path, resume: bool = False,
-               overwrite: bool = False) -> tuple[nn.Module, list[TrainResult | None]]:
-    """Train ``stages`` in order under ``out_dir``; returns the last stage's model and each stage's result (``None``
-    for a stage that was already complete and was loaded instead)."""
+               overwrite: bool = False) -> tuple[nn.Module, list[TrainResult]]:
+    """Train ``stages`` in order under ``out_dir``; returns the last stage's model and each stage's result (for a stage
+    that was already complete, read back from its directory with ``loaded=True``)."""
     if not stages:
         raise ValueError("run_stages needs at least one stage")
     out_dir = Path(out_dir)
@@ -87,8 +88,8 @@ def _main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _run(stages: Sequence[Stage], out_dir: Path, resume: bool) -> tuple[nn.Module, list[TrainResult | None]]:
-    results: list[TrainResult | None] = []
+def _run(stages: Sequence[Stage], out_dir: Path, resume: bool) -> tuple[nn.Module, list[TrainResult]]:
+    results: list[TrainResult] = []
     previous: tuple[Path, dict[str, Any]] | None = None
     model: nn.Module | None = None
     for i, stage in enumerate(stages, start=1):
@@ -99,7 +100,10 @@ def _run(stages: Sequence[Stage], out_dir: Path, resume: bool) -> tuple[nn.Modul
         if done is not None:
             load_weights(model, done[1], done[0])
             previous = done
-            results.append(None)
+            state = done[1]
+            device = str(next(model.parameters()).device)
+            results.append(TrainResult(read_jsonl(where / METRICS_NAME), state["step"], done[0], device,
+                                       state["precision"], 0.0, state["world_size"], loaded=True))
             continue
         started = resume and latest_checkpoint(where) is not None
         if previous is not None and not started:

@@ -43,19 +43,19 @@ MAY_CHANGE_ON_RESUME = ("lr", "steps", "micro_batch", "channels_last")
 
 @dataclass
 class Run:
-    """A trained method: its (last stage's) config and model, each stage's engine result (``None`` for a stage that
-    was already complete and was loaded), the run directory and the held-out scores."""
+    """A trained method: its (last stage's) config and model, each stage's engine result (``loaded`` for a stage that
+    was already complete and was read back), the run directory and the held-out scores."""
 
     cfg: MethodConfig
     model: nn.Module
-    results: list[TrainResult | None]
+    results: list[TrainResult]
     out: Path | None = None
     scores: dict[str, Any] | None = None
     loaded: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
 
     @property
-    def result(self) -> TrainResult | None:
+    def result(self) -> TrainResult:
         """The last stage's engine result."""
         return self.results[-1]
 
@@ -222,8 +222,8 @@ def train(cfg: MethodConfig, *, seed: int = 0, data: str | Path | None = None, o
             results.append(fit(parts.model, parts.step_fn, parts.data, parts.optimizer, parts.train_config))
             model = previous = parts.model
     final = plans[-1].cfg
-    run = Run(final, model, results, out, loaded=all(r is None for r in results),
-              history=[h for r in results if r is not None for h in r.history])
+    run = Run(final, model, results, out, loaded=all(r.loaded for r in results),
+              history=[h for r in results for h in r.history])
     if evaluate:
         run.scores = method.evaluate(final, model, data, seed)
     return run
