@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.avlib-installed
 SCALE ?= quick
+# Chapters keep their runs in AVLIB_RUNS and load a finished one instead of training again (for Colab readers). Builds
+# and tests must train from the code as it is: they get a fresh, empty run directory every time.
+FRESH_RUNS = runs=$$(mktemp -d) && trap 'rm -rf "$$runs"' EXIT && AVLIB_RUNS=$$runs
 CHAPTERS_MD := $(shell grep -l '^kernelspec:' book/*.md)
 NOTEBOOKS := $(CHAPTERS_MD:.md=.ipynb)
 
@@ -34,6 +37,7 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 sync: $(STAMP)
+	$(BIN)/python book/_ext/colab_cells.py
 	$(BIN)/jupytext --to ipynb $(CHAPTERS_MD)
 
 lint: $(STAMP)
@@ -44,17 +48,17 @@ unit: $(STAMP)
 
 # Not part of `make test` (the book build there runs every chapter once); for running a chapter by itself.
 notebooks: $(STAMP)
-	AVLIB_SCALE=$(SCALE) $(BIN)/python -m pytest -q --nbval-lax --nbval-cell-timeout=900 $(NOTEBOOKS)
+	$(FRESH_RUNS) AVLIB_SCALE=$(SCALE) $(BIN)/python -m pytest -q --nbval-lax --nbval-cell-timeout=900 $(NOTEBOOKS)
 
 render: $(STAMP) browser
-	AVLIB_SCALE=$(SCALE) $(BIN)/python -m pytest -q -ra tests/test_render.py
+	$(FRESH_RUNS) AVLIB_SCALE=$(SCALE) $(BIN)/python -m pytest -q -ra tests/test_render.py
 
 test: $(STAMP) browser
 	$(BIN)/ruff check .
-	AVLIB_SCALE=$(SCALE) $(BIN)/python -m pytest -q -ra --durations=15 tests
+	$(FRESH_RUNS) AVLIB_SCALE=$(SCALE) $(BIN)/python -m pytest -q -ra --durations=15 tests
 
 book: $(STAMP)
-	AVLIB_SCALE=$(SCALE) $(BIN)/jupyter-book build . -W -n --keep-going
+	$(FRESH_RUNS) AVLIB_SCALE=$(SCALE) $(BIN)/jupyter-book build . -W -n --keep-going
 	@test -f _build/html/index.html && echo "Book built: _build/html/index.html"
 
 clean:
