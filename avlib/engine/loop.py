@@ -408,6 +408,15 @@ class _Run:
             dist.barrier()
         self.last_good = (path, self.step)
 
+    def agreed_signal(self, signum: int | None) -> int | None:
+        """The stop signal, agreed by every process (under DDP one tiny all-reduce per step, so that all ranks stop
+        after the same step and write one checkpoint together)."""
+        if self.world == 1:
+            return signum
+        t = torch.tensor([signum or 0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item()) or None
+
     # -------------------------------------------------------------------------------------------- loop
     def train(self) -> TrainResult:
         cfg = self.cfg
@@ -447,11 +456,12 @@ class _Run:
                         self.checkpoint()
                     elif self.step % cfg.log_every == 0 or last:
                         self.flush()
-                    if flag["signum"] is not None and not last:
+                    signum = self.agreed_signal(flag["signum"])
+                    if signum is not None and not last:
                         if self.out_dir is not None and self.last_good[1] != self.step:
                             self.checkpoint()
                         self.flush()
-                        raise TrainingInterrupted(flag["signum"], self.step,
+                        raise TrainingInterrupted(signum, self.step,
                                                   self.last_good[0] if self.out_dir is not None else None)
                 self.flush()
         finally:
