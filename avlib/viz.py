@@ -67,9 +67,18 @@ def slider_figure(steps: Sequence[Sequence[go.BaseTraceType]], labels: Sequence[
     return fig
 
 
+def display_range(heat: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A heatmap min-max normalised to [0, 1] for display (a constant map becomes 0): maps whose values span a narrow
+    band (AVOL-Net's lie in 0.2-0.6) otherwise show as one uniform tint on a fixed 0-1 colour scale. Say so in the
+    figure's caption: the colours then compare places within a map, not values across maps."""
+    h = np.asarray(heat, dtype=np.float64)
+    lo, hi = np.nanmin(h), np.nanmax(h)
+    return (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
+
+
 def heatmap_grid(images: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray | None], titles: Sequence[str],
                  cols: int = 4, opacity: float = 0.55, colorscale: str = "Inferno",
-                 height_per_row: int = 230) -> go.Figure:
+                 height_per_row: int = 230, normalize: bool = True) -> go.Figure:
     """A grid of images, each with an optional heatmap drawn over it.
 
     Args:
@@ -77,6 +86,8 @@ def heatmap_grid(images: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray | N
         heatmaps: ``(H, W)`` arrays at the image's size, or None for the bare image.
         titles: one per panel.
         cols: panels per row.
+        normalize: draw each heatmap min-max normalised (:func:`display_range`); ``False`` keeps the values on a
+            fixed 0-1 scale (for maps that are probabilities compared across panels).
     """
     if not (len(images) == len(heatmaps) == len(titles)) or not images:
         raise ValueError("heatmap_grid: images, heatmaps and titles must be non-empty and of equal length")
@@ -87,8 +98,9 @@ def heatmap_grid(images: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray | N
         r, c = i // cols + 1, i % cols + 1
         fig.add_trace(go.Image(z=img), row=r, col=c)
         if heat is not None:
-            fig.add_trace(go.Heatmap(z=np.asarray(heat), colorscale=colorscale, opacity=opacity, showscale=False,
-                                     zmin=0.0, zmax=1.0), row=r, col=c)
+            z = display_range(heat) if normalize else np.asarray(heat)
+            fig.add_trace(go.Heatmap(z=z, colorscale=colorscale, opacity=opacity, showscale=False, zmin=0.0, zmax=1.0),
+                          row=r, col=c)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
     fig.update_layout(height=height_per_row * rows + 40, margin={"l": 10, "r": 10, "t": 40, "b": 10})

@@ -47,3 +47,19 @@ def test_heatmap_grid_and_history():
     hist = [{"step": 1, "loss": 2.0, "acc": 0.1}, {"step": 2, "loss": 1.0}]
     fig = history_figure(hist, keys=("loss", "acc", "missing"))
     assert [t.name for t in fig.data] == ["loss", "acc"] and list(fig.data[0].y) == [2.0, 1.0]
+
+
+def test_heatmaps_are_shown_on_their_own_range():
+    """A map whose values span a narrow band must not be drawn as one tint on a fixed 0-1 scale."""
+    from avlib.viz import display_range
+
+    narrow = 0.3 + 0.05 * np.random.default_rng(0).random((6, 6))
+    shown = display_range(narrow)
+    assert shown.min() == 0.0 and shown.max() == 1.0
+    np.testing.assert_allclose(shown, (narrow - narrow.min()) / (narrow.max() - narrow.min()))
+    assert np.all(display_range(np.full((3, 3), 0.4)) == 0.0)
+    img = np.zeros((6, 6, 3), dtype=np.uint8)
+    fig = heatmap_grid([img], [narrow], ["a"])
+    np.testing.assert_allclose(np.asarray(fig.data[1].z), shown)
+    raw = heatmap_grid([img], [narrow], ["a"], normalize=False)
+    np.testing.assert_allclose(np.asarray(raw.data[1].z), narrow)
