@@ -233,8 +233,11 @@ class _FailingFile:
     def write(self, data) -> int:
         if len(data) > 200:
             self.f.write(bytes(data[: len(data) // 2]))
-            raise OSError("disk full")
+            self.fail()
         return self.f.write(data)
+
+    def fail(self) -> None:
+        raise OSError("disk full")
 
     def __getattr__(self, name):
         return getattr(self.f, name)
@@ -478,28 +481,13 @@ def test_bad_inputs_have_clear_errors(tmp_path):
 # ----------------------------------------------------------------------------------------------- worker entry point
 
 
-class _HalfThenDie:
+class _HalfThenDie(_FailingFile):
     """A file that dies (SIGKILL) halfway through its large write: the payload of a checkpoint."""
 
-    def __init__(self, f) -> None:
-        self.f = f
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return self.f.__exit__(*exc)
-
-    def write(self, data) -> int:
-        if len(data) > 200:
-            self.f.write(bytes(data[: len(data) // 2]))
-            self.f.flush()
-            os.fsync(self.f.fileno())
-            os.kill(os.getpid(), signal.SIGKILL)
-        return self.f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
+    def fail(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _worker(mode: str, out: Path) -> None:

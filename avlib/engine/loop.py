@@ -311,7 +311,7 @@ class _Run:
         saved = state["train_config"]
         now = self.cfg.plain()
         # the settings first: a changed batch_size also changes the steps per epoch, and should be named as itself
-        changed = [k for k in _FIXED_ON_RESUME if _plain(saved.get(k)) != _plain(now[k])]
+        changed = [k for k in _FIXED_ON_RESUME if as_plain(saved.get(k)) != as_plain(now[k])]
         if changed:
             k = changed[0]
             raise ValueError(f"cannot resume from {path} with a different {k} ({saved.get(k)!r} there, {now[k]!r} "
@@ -473,12 +473,12 @@ class _Run:
                            time.perf_counter() - t0, self.world, self.plan.describe())
 
 
-def _plain(value: Any) -> Any:
+def as_plain(value: Any) -> Any:
     """Tuples and lists compare alike (a config read back from a checkpoint holds lists)."""
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [as_plain(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: as_plain(v) for k, v in value.items()}
     return value
 
 

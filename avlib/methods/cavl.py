@@ -25,7 +25,7 @@ from avlib.data.clips import MANIFEST
 from avlib.eval.localization import contrast_score
 from avlib.losses import alignment_score, cavl_contrastive_loss, sample_negatives
 from avlib.methods.base import MethodConfig, StagePlan, register
-from avlib.methods.clustering import ClusteringMethod
+from avlib.methods.clustering import ClusteringMethod, vggish_audio
 from avlib.nets.cavl import CAVLNet
 from avlib.vision import CAVLImageTransform
 
@@ -57,21 +57,16 @@ class CAVLConfig(MethodConfig):
         "freq_bins": 512, "frames": 432})
 
 
-def _vggish(frames: int, n_mels: int) -> dict[str, Any]:
-    return {"frontend": "vggish_logmel", "sample_rate": 16000, "frames": frames, "n_mels": n_mels, "n_fft": 512,
-            "win_length": 400, "hop_length": 160}
-
-
 FULL = CAVLConfig(batch_size=32, steps=20_000, lr=1e-4)  # AudioSet graded into C1..C4; see data_scripts/
 COLAB = FULL.replace(scale="colab", visual_cfg=(32, 32, "M", 64, 64, "M", 128, 128, "M"),
                      audio_cfg=(32, "M", 64, "M", 128, 128, "M", 128, "M"), embed_dim=128, beta=10.0,
-                     batch_norm=True, margin=5.0, levels=(1,), image_size=128, audio=_vggish(192, 64), batch_size=64,
-                     steps=3000, lr=3e-4,
+                     batch_norm=True, margin=5.0, levels=(1,), image_size=128, audio=vggish_audio(192, 64),
+                     batch_size=64, steps=3000, lr=3e-4,
                      data={"family": "c1", "n_categories": 12, "size": 8000, "image_size": 128, "duration": 2.0})
 QUICK = FULL.replace(scale="quick", visual_cfg=(32, "M", 64, "M", 64, "M"),
                      audio_cfg=(16, "M", 32, "M", 64, "M", 64, "M"),
                      embed_dim=32, beta=10.0, batch_norm=True, margin=5.0, levels=(1,), image_size=64,
-                     audio=_vggish(96, 32), batch_size=32, steps=250, lr=3e-4, eval_size=128,
+                     audio=vggish_audio(96, 32), batch_size=32, steps=250, lr=3e-4, eval_size=128,
                      data={"family": "c1", "n_categories": 8, "size": 512, "image_size": 64, "duration": 1.0})
 
 

@@ -26,9 +26,16 @@ from avlib.eval.localization import NO_BOXES, localization_report, pick_center_m
 from avlib.eval.objective import held_out_step
 from avlib.methods.base import Method, MethodConfig
 
-__all__ = ["ClusteringMethod"]
+__all__ = ["ClusteringMethod", "vggish_audio"]
 
 RULES = ("paper", "contrast")
+
+
+def vggish_audio(frames: int, n_mels: int) -> dict[str, Any]:
+    """The small scales' audio input of both nets: a VGGish-style log-mel example of ``frames`` x ``n_mels`` at
+    16 kHz (25 ms windows every 10 ms, FFT 512)."""
+    return {"frontend": "vggish_logmel", "sample_rate": 16000, "frames": frames, "n_mels": n_mels, "n_fft": 512,
+            "win_length": 400, "hop_length": 160}
 
 
 class ClusteringMethod(Method):

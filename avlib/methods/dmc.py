@@ -21,7 +21,7 @@ from avlib.audio import first_example
 from avlib.eval.localization import contrast_score
 from avlib.losses import dmc_center_similarity, dmc_max_margin_loss, sample_negatives
 from avlib.methods.base import MethodConfig, register
-from avlib.methods.clustering import ClusteringMethod
+from avlib.methods.clustering import ClusteringMethod, vggish_audio
 from avlib.nets.dmc import DMCNet
 from avlib.vision import DMCImageTransform
 
@@ -50,19 +50,14 @@ class DMCConfig(MethodConfig):
         "hop_length": 160})
 
 
-def _vggish(frames: int, n_mels: int) -> dict[str, Any]:
-    return {"frontend": "vggish_logmel", "sample_rate": 16000, "frames": frames, "n_mels": n_mels, "n_fft": 512,
-            "win_length": 400, "hop_length": 160}
-
-
 FULL = DMCConfig(batch_size=64, steps=25_000, lr=1e-4)  # SoundNet-Flickr in the paper; see data_scripts/
 COLAB = FULL.replace(scale="colab", visual_cfg=(32, 32, "M", 64, 64, "M", 128, 128, "M", 128, "M"),
                      audio_cfg=(32, "M", 64, "M", 128, 128, "M", 128, "M"), center_dim=64, batch_norm=True, z=5.0,
-                     image_size=128, audio=_vggish(192, 64), steps=3000, lr=3e-4,
+                     image_size=128, audio=vggish_audio(192, 64), steps=3000, lr=3e-4,
                      data={"family": "solo", "n_categories": 12, "size": 8000, "image_size": 128, "duration": 2.0})
 QUICK = FULL.replace(scale="quick", visual_cfg=(32, "M", 64, "M", 64, "M"),  # 64x64 -> 8x8x64, receptive field 22 px
                      audio_cfg=(16, "M", 32, "M", 64, "M", 64),  # 96x32 log-mel -> 12x4x64
-                     center_dim=32, batch_norm=True, z=5.0, image_size=64, audio=_vggish(96, 32), batch_size=32,
+                     center_dim=32, batch_norm=True, z=5.0, image_size=64, audio=vggish_audio(96, 32), batch_size=32,
                      steps=300, lr=3e-4, eval_size=128,
                      data={"family": "solo", "n_categories": 8, "size": 512, "image_size": 64, "duration": 1.0})
 

@@ -30,6 +30,7 @@ from avlib.engine import (
     run_stages,
 )
 from avlib.engine.checkpoint import load_weights, seed_everything
+from avlib.engine.loop import as_plain
 from avlib.engine.rundir import claim_run_dir
 from avlib.engine.stages import stage_dir
 from avlib.methods.base import MethodConfig, get_method
@@ -80,7 +81,7 @@ def _check_resumable(where: Path, meta: dict[str, Any]) -> None:
              ("seed", saved.get("seed"), meta["seed"])]
     pairs += [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))]
     for key, a, b in pairs:
-        if _plain(a) != _plain(b):
+        if as_plain(a) != as_plain(b):
             raise CheckpointError(f"cannot resume {path}: it was trained with {key} = {a!r}, this run asks for {b!r}; "
                                   "resume with the run's own settings, or start a new run in another directory")
 
@@ -92,14 +93,6 @@ def _say_where(where: Path, plan: Any) -> None:
         step = found[1]["step"]
         what = "complete: loading it instead of training" if step >= plan.cfg.steps else f"resuming from step {step}"
         print(f"avlib: {plan.cfg.method} stage {plan.name!r} in {where} is {what}", file=sys.stderr)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def load(path: str | Path, device: str | None = None) -> tuple[MethodConfig, nn.Module, dict[str, Any]]:
