@@ -131,7 +131,7 @@ def _execute(nb_path: Path, runs: Path) -> tuple[float, list[str]]:
 
 def _numbers(texts: list[str]) -> list[str]:
     """The printed lines, without the ones that report time or where the run came from."""
-    skip = re.compile(r"steps in \d+ s|loaded, not retrained| s on |seconds|it/s")
+    skip = re.compile(r"steps in \d+ s|loaded, not retrained| s on |seconds|it/s|measured on")
     return [line for text in texts for line in text.splitlines() if not skip.search(line)]
 
 

@@ -1,0 +1,65 @@
+"""How long a training run will take, said before it starts: one step measured on this device, and an estimate for
+a Colab T4 from the step's FLOPs.
+
+:func:`expected_time` builds the method's model, counts the FLOPs of one whole optimisation step (forward and
+backward, ``torch.utils.flop_counter``) and times a few steps here; the run's time is that step time times its
+steps. For the ``colab`` scale on a machine without a GPU it adds an estimate for a Tesla T4 (65 TFLOP/s of fp16
+tensor-core peak; :data:`T4_SUSTAINED` of it sustained, an assumption, labelled as one). Nothing it does changes the
+random state the run will start from.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from avlib.engine import StepModule, autocast, resolve_precision, to_device, train_step
+from avlib.methods.base import MethodConfig, get_method
+from avlib.runtime import select_device
+
+__all__ = ["T4_PEAK", "T4_SUSTAINED", "expected_time"]
+
+T4_PEAK = 65e12  # fp16 tensor-core FLOP/s of a Tesla T4 (NVIDIA's data sheet)
+T4_SUSTAINED = 0.3  # the fraction of it small convolutional nets sustain: an assumption, not a measurement
+
+
+def expected_time(cfg: MethodConfig, timed_steps: int = 2) -> dict[str, float | str]:
+    """Measure one optimisation step of ``cfg`` (at its per-device batch) and extrapolate to ``cfg.steps``.
+
+    Returns ``seconds_per_step`` and ``minutes`` (measured here), ``flops_per_step``, ``t4_minutes`` (the estimate)
+    and ``line``, a sentence for a chapter to print.
+    """
+    method, device = get_method(cfg.method), select_device()
+    batch_size = cfg.micro_batch or cfg.batch_size
+    accum = max(cfg.batch_size // batch_size, 1)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = method.model(cfg).to(device)
+        precision = resolve_precision("auto", device)
+        step = StepModule(model, method.step(cfg))
+        optimizer = method.make_optimizer(cfg, model)
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        batch = to_device(method.example_batch(cfg, batch_size), device, cfg.channels_last)
+        amp = lambda: autocast(device, precision)  # noqa: E731 - the engine takes a context factory
+        with FlopCounterMode(display=False) as counter:
+            train_step(step, [batch], optimizer, scaler, amp)
+        times = []
+        for _ in range(timed_steps):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            train_step(step, [batch], optimizer, scaler, amp)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+    per_step = min(times) * accum
+    flops = counter.get_total_flops() * accum
+    minutes = per_step * cfg.steps / 60
+    t4_minutes = flops * cfg.steps / (T4_PEAK * T4_SUSTAINED) / 60
+    line = (f"{cfg.method} at the {cfg.scale} scale: {cfg.steps} steps of {flops / 1e9:.1f} GFLOP; about "
+            f"{minutes:.1f} min here ({per_step * 1000:.0f} ms a step, measured on {device.type})")
+    if cfg.scale == "colab" and device.type != "cuda":
+        line += f"; on a Colab T4 about {t4_minutes:.1f} min (an estimate, at {T4_SUSTAINED:.0%} of its fp16 peak)"
+    return {"seconds_per_step": per_step, "minutes": minutes, "flops_per_step": float(flops),
+            "t4_minutes": t4_minutes, "line": line}
