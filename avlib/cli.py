@@ -195,16 +195,16 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _eval(args: argparse.Namespace) -> dict[str, Any]:
-    from avlib.methods import evaluate_checkpoint, load
+    from avlib.methods.run import evaluate_loaded, load
 
     if not args.ckpt.exists():
         raise UsageError(f"--ckpt {args.ckpt}: no such checkpoint file or run directory")
     if args.data is not None and not (args.data / "manifest.jsonl").is_file():
         raise UsageError(f"--data {args.data}: not a clip directory (no manifest.jsonl)")
-    cfg, _, _ = load(args.ckpt)
+    cfg, model, state = load(args.ckpt, args.device)
     if cfg.method != args.method:
         raise UsageError(f"--ckpt {args.ckpt} holds a {cfg.method!r} model (scale {cfg.scale!r}), not {args.method!r}")
-    return {"checkpoint": str(args.ckpt), **evaluate_checkpoint(args.ckpt, args.data, args.seed, args.device)}
+    return {"checkpoint": str(args.ckpt), **evaluate_loaded(args.ckpt, cfg, model, state, args.data, args.seed)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,10 +33,10 @@ from avlib.engine.checkpoint import load_weights, seed_everything
 from avlib.engine.loop import as_plain
 from avlib.engine.rundir import claim_run_dir
 from avlib.engine.stages import stage_dir
-from avlib.methods.base import MethodConfig, get_method
+from avlib.methods.base import MethodConfig, StagePlan, get_method
 from avlib.runtime import select_device
 
-__all__ = ["Run", "evaluate_checkpoint", "load", "train"]
+__all__ = ["Run", "evaluate_checkpoint", "evaluate_loaded", "load", "train"]
 
 # what a resumed run may change: the schedule's length and base lr, and how each device executes the same optimisation
 MAY_CHANGE_ON_RESUME = ("lr", "steps", "micro_batch", "channels_last")
@@ -66,12 +66,13 @@ def _meta(cfg: MethodConfig, data: Path | None, seed: int, stage: str) -> dict[s
             str(data), "seed": seed, "stage": stage}
 
 
-def _check_resumable(where: Path, meta: dict[str, Any]) -> None:
-    """Refuse, in one line, to resume a run trained with another config, data or seed (lr, steps, micro-batch and
-    memory format may change)."""
+def _resumable_step(where: Path, meta: dict[str, Any], plan: StagePlan) -> int | None:
+    """The step a stage's checkpoint in ``where`` holds (``None`` without one), after refusing, in one line, to
+    resume a run trained with another config, data or seed (lr, steps, micro-batch and memory format may change);
+    says in one line whether the stage is complete (loaded, not trained) or resumed. Reads the checkpoint once."""
     found = latest_checkpoint(where)
     if found is None:
-        return
+        return None
     path, state = found
     saved = state.get("meta", {})
     old, new = dict(saved.get("config", {})), dict(meta["config"])
@@ -84,15 +85,10 @@ def _check_resumable(where: Path, meta: dict[str, Any]) -> None:
         if as_plain(a) != as_plain(b):
             raise CheckpointError(f"cannot resume {path}: it was trained with {key} = {a!r}, this run asks for {b!r}; "
                                   "resume with the run's own settings, or start a new run in another directory")
-
-
-def _say_where(where: Path, plan: Any) -> None:
-    """One visible line when a stage of the run is already there: complete (loaded, not trained) or resumed."""
-    found = latest_checkpoint(where)
-    if found is not None:
-        step = found[1]["step"]
-        what = "complete: loading it instead of training" if step >= plan.cfg.steps else f"resuming from step {step}"
-        print(f"avlib: {plan.cfg.method} stage {plan.name!r} in {where} is {what}", file=sys.stderr)
+    step = state["step"]
+    what = "complete: loading it instead of training" if step >= plan.cfg.steps else f"resuming from step {step}"
+    print(f"avlib: {plan.cfg.method} stage {plan.name!r} in {where} is {what}", file=sys.stderr)
+    return step
 
 
 def load(path: str | Path, device: str | None = None) -> tuple[MethodConfig, nn.Module, dict[str, Any]]:
@@ -169,14 +165,12 @@ def train(cfg: MethodConfig, *, seed: int = 0, data: str | Path | None = None, o
     plans = method.stages(cfg)
     # refusals first, before the data scan and before the run directory is touched (an overwrite clears it)
     out = None if out is None else Path(out)
-    first = None if out is None else stage_dir(out, 1, plans[0].name, len(plans))
-    started = resume and first is not None and latest_checkpoint(first) is not None
-    source = None if init_from is None or started else _source_model(init_from, cfg)  # a resume has its weights
     if out is not None and not resume and not overwrite:
         claim_run_dir(out, resume=False, overwrite=False)  # only checks: refuses a directory that holds a run
-    if out is not None and resume:
-        for i, p in enumerate(plans, start=1):
-            _check_resumable(stage_dir(out, i, p.name, len(plans)), _meta(p.cfg, data, seed, p.name))
+    found = [_resumable_step(stage_dir(out, i, p.name, len(plans)), _meta(p.cfg, data, seed, p.name), p)
+             for i, p in enumerate(plans, start=1)] if out is not None and resume else [None]
+    resumed = found[0] is not None  # a resumed run has its own weights: the source is not read again
+    source = None if init_from is None or resumed else _source_model(init_from, cfg)
     if data is not None:  # every file decoded once before step 1; all bad files named in one error
         for clip_dir in [data, *sorted(p.parent for p in data.glob(f"*/{MANIFEST}"))]:
             if (clip_dir / MANIFEST).is_file():
@@ -202,9 +196,6 @@ def train(cfg: MethodConfig, *, seed: int = 0, data: str | Path | None = None, o
 
     stages = [stage(i, p.cfg, p.name) for i, p in enumerate(plans)]
     if out is not None:
-        if resume:
-            for i, p in enumerate(plans, start=1):
-                _say_where(stage_dir(out, i, p.name, len(plans)), p)
         model, results = run_stages(stages, out, resume=resume, overwrite=overwrite)
     else:
         model, results, previous = None, [], None
@@ -226,7 +217,12 @@ def evaluate_checkpoint(path: str | Path, data: str | Path | None = None, seed: 
                         device: str | None = None) -> dict[str, Any]:
     """Scores of a checkpoint on held-out data, with the model built from the checkpoint's own config; ``data``
     and ``seed`` default to those it was trained with."""
-    cfg, model, state = load(path, device)
+    return evaluate_loaded(path, *load(path, device), data=data, seed=seed)
+
+
+def evaluate_loaded(path: str | Path, cfg: MethodConfig, model: nn.Module, state: dict[str, Any],
+                    data: str | Path | None = None, seed: int | None = None) -> dict[str, Any]:
+    """:func:`evaluate_checkpoint` of what :func:`load` returned for ``path`` (the checkpoint is read once)."""
     meta = state["meta"]
     data = data if data is not None else meta.get("data")
     if data is None and cfg.data is None:
