@@ -43,6 +43,8 @@ __all__ = [
     "whole_image_map",
     "center_box_baseline",
     "whole_image_baseline",
+    "random_map",
+    "random_map_baseline",
     "dsol_iou",
     "dsol_iou_auc",
     "dsol_threshold",
@@ -140,9 +142,9 @@ def boxes_to_masks(boxes: Tensor, height: int, width: int) -> Tensor:
 def consensus_map(annotator_masks: Tensor) -> Tensor:
     """Multi-annotator ground truth: every annotator's box adds 1, the sum is halved and clipped at 1.
 
-    A pixel thus counts fully where at least two annotators agree and half where only one marked it. An item with a
-    single non-empty annotator mask keeps that mask as it is (binary ground truth, e.g. synthetic data). Empty
-    channels (padding) are ignored.
+    A pixel thus counts fully where at least two annotators agree and half where only one marked it, also when an
+    item has a single box (as the public Flickr-SoundNet evaluator does; REFERENCE.md §3). Pass a ``(B, H, W)`` mask
+    instead of ``(B, 1, H, W)`` for binary ground truth (synthetic data). Empty channels (padding) add nothing.
 
     Args:
         annotator_masks: ``(B, A, H, W)`` binary masks, one channel per annotator box.
@@ -152,9 +154,7 @@ def consensus_map(annotator_masks: Tensor) -> Tensor:
     """
     masks = _tensor(annotator_masks, "annotator_masks").to(torch.float32)
     _check_ndim(masks, (4,), "annotator_masks", "(B, A, H, W)")
-    n_annotators = (masks.flatten(2).amax(-1) > 0).sum(1)  # (B,)
-    divisor = torch.where(n_annotators >= 2, 2.0, 1.0)[:, None, None]
-    return (masks.sum(1) / divisor).clamp(max=1.0)
+    return (masks.sum(1) / 2).clamp(max=1.0)
 
 
 def _as_gt_map(gt: Tensor) -> Tensor:
@@ -180,9 +180,10 @@ def _resize_like(pred: Tensor, size: tuple[int, int]) -> Tensor:
 def binarize_maps(pred: Tensor, top_fraction: float = 0.5, threshold: float | None = None) -> Tensor:
     """Min-max normalise each map and binarise it.
 
-    With ``threshold=None`` the top ``top_fraction`` of pixels are kept: the cut is the value at ascending position
-    ``floor(N * (1 - top_fraction))`` of the ``N`` pixels and every pixel at or above it is on (exactly half of the
-    pixels for the default 0.5 when values are distinct; ties at the cut are all kept). With a ``threshold``, pixels
+    With ``threshold=None`` the top ``top_fraction`` of pixels are kept as the public evaluators do: the cut is the
+    ``1 - top_fraction`` quantile of the map (linear interpolation, ``numpy.median`` for the default 0.5) and the
+    pixels strictly above it are on (exactly half of them for 0.5 when values are distinct; a binary map keeps its
+    ones). With a ``threshold``, pixels
     whose normalised value is ``>= threshold`` are on. A constant map carries no localization evidence and predicts
     nothing (an all-off mask), so a collapsed model cannot earn the whole-image score by accident.
 
@@ -203,9 +204,10 @@ def binarize_maps(pred: Tensor, top_fraction: float = 0.5, threshold: float | No
     if threshold is None:
         if not 0.0 < top_fraction <= 1.0:
             raise ValueError(f"top_fraction must lie in (0, 1]; got {top_fraction}")
-        n = flat.shape[1]
-        position = min(int(math.floor(n * (1.0 - top_fraction))), n - 1)
-        cut = norm.kthvalue(position + 1, dim=1, keepdim=True).values
+        if top_fraction == 1.0:
+            return varies.expand_as(norm).reshape(pred.shape).clone()
+        cut = torch.quantile(norm, 1.0 - top_fraction, dim=1, keepdim=True)
+        return ((norm > cut) & varies).reshape(pred.shape)
     else:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(
@@ -350,9 +352,25 @@ def center_box_baseline(gt: Tensor, area_fraction: float = 0.5) -> dict[str, flo
 
 
 def whole_image_baseline(gt: Tensor) -> dict[str, float]:
-    """cIoU@0.5, AUC and mean cIoU of predicting the whole image (about 61% cIoU@0.5 on Flickr-SoundNet's 250 pairs)."""
+    """cIoU@0.5, AUC and mean cIoU of predicting the whole image (every pixel on) against ``gt``."""
     g = _as_gt_map(gt)
     return summarize_ciou(ciou_from_masks(whole_image_map(*g.shape), g))
+
+
+def random_map(batch: int, height: int, width: int, grid: int = 8, seed: int = 0) -> Tensor:
+    """A map that knows nothing: uniform noise on a ``grid`` x ``grid`` lattice (the resolution of a network's
+    feature map), bilinearly upsampled. Returns ``(batch, height, width)`` float32 in [0, 1], the same for a seed."""
+    noise = torch.rand(batch, 1, grid, grid, generator=torch.Generator().manual_seed(seed))
+    return torch.nn.functional.interpolate(noise, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+
+
+def random_map_baseline(gt: Tensor, top_fraction: float = 0.5, threshold: float | None = None, grid: int = 8,
+                        seed: int = 0) -> dict[str, float]:
+    """cIoU@0.5, AUC and mean cIoU of :func:`random_map` against ``gt``, binarised like a model's map
+    (``top_fraction`` / ``threshold`` as in :func:`ciou`)."""
+    g = _as_gt_map(gt)
+    pred = random_map(g.shape[0], g.shape[1], g.shape[2], grid=grid, seed=seed)
+    return localization_scores(pred, g, top_fraction=top_fraction, threshold=threshold)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def test_score_maps_rank_a_perfect_map_first_and_add_the_baselines():
     gt = torch.zeros(3, 16, 16, dtype=torch.bool)
     gt[0, 2:8, 3:9], gt[1, 8:16, 0:8], gt[2, 5:11, 5:11] = True, True, True
     rows = score_maps({"perfect": gt.float() * 0.7 + 0.1, "inverse": 1.0 - gt.float()}, gt)
-    assert list(rows) == ["perfect", "inverse", "centred box (half the image)", "whole image"]
+    assert list(rows) == ["perfect", "inverse", "random map", "centred box (half the image)", "whole image"]
     assert rows["perfect"] == {"ciou50": 1.0, "auc": pytest.approx(1.0), "mean_ciou": 1.0}
     assert rows["inverse"]["ciou50"] == 0.0
     assert rows["whole image"] == metrics.whole_image_baseline(gt.float())
@@ -117,7 +117,7 @@ def test_evaluation_is_independent_of_the_chunk_size():
     whole = DMC.evaluate(cfg.replace(batch_size=4), model, None, seed=2)
     chunked = DMC.evaluate(cfg.replace(batch_size=3), model, None, seed=2)  # chunks of 3 and 1
     keys = [k for k in whole if "ciou" in k or k.endswith("_auc")]
-    assert len(keys) == 18 and all(whole[k] == pytest.approx(chunked[k]) for k in keys)
+    assert len(keys) == 27 and all(whole[k] == pytest.approx(chunked[k]) for k in keys)
     # the held-out loss of the chunk of 3 alone (the chunk of 1 has no negative), with the same draw of negatives
     data = scene_tensors(SynthOrchestra(**WORLD, seed=3), *_views(DMC, cfg))
     gen = torch.Generator().manual_seed(2)

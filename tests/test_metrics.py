@@ -58,16 +58,16 @@ def _hand_case():
     ann = torch.zeros(3, 3, 4)  # (B, A, 4) xyxy, zero boxes = missing annotators
     ann[0, 0] = torch.tensor([0, 0, 2, 2])  # rows 0-1, cols 0-1
     ann[0, 1] = torch.tensor([0, 0, 3, 2])  # rows 0-1, cols 0-2
-    ann[1, 0] = torch.tensor([1, 1, 3, 4])  # a single annotator: rows 1-3, cols 1-2 (6 px), binary
-    ann[2, 0] = torch.tensor([0, 0, 4, 4])  # whole image
+    ann[1, 0] = torch.tensor([1, 1, 3, 4])  # a single annotator: rows 1-3, cols 1-2 (6 px), counting 0.5
+    ann[2, 0] = torch.tensor([0, 0, 4, 4])  # whole image (one box: 0.5 everywhere)
     masks = M.boxes_to_masks(ann, 4, 4)  # (3, 3, 4, 4)
     ramp = (15 - torch.arange(16.0)).reshape(4, 4)  # top half = rows 0 and 1
     pred = torch.stack([ramp, ramp, torch.full((4, 4), 7.0)])  # item 2: constant map, predicts nothing
     # item 0: G = 1 on rows 0-1 cols 0-1 (two annotators agree), 0.5 on rows 0-1 col 2; sum G = 5.
     #   P = rows 0-1 (8 px): sum P*G = 5, false positives (G = 0) = col 3 of rows 0-1 = 2 -> 5 / 7
-    # item 1: sum G = 6, P*G = row 1 cols 1-2 = 2, false positives = 6 -> 2 / 12
+    # item 1: G = 0.5 on its 6 px, sum G = 3; P*G = row 1 cols 1-2 = 2 * 0.5 = 1, false positives = 6 -> 1 / 9
     # item 2: empty prediction -> 0
-    return pred, masks, torch.tensor([5 / 7, 2 / 12, 0.0])
+    return pred, masks, torch.tensor([5 / 7, 1 / 9, 0.0])
 
 
 def test_consensus_map_hand_case():
@@ -77,7 +77,7 @@ def test_consensus_map_hand_case():
     expected0[0:2, 0:2] = 1.0
     expected0[0:2, 2] = 0.5
     torch.testing.assert_close(g[0], expected0)
-    torch.testing.assert_close(g[1], masks[1, 0])  # one annotator: the binary mask itself
+    torch.testing.assert_close(g[1], 0.5 * masks[1, 0])  # one annotator counts half, as the public evaluator
     # three annotators on one pixel still count 1 (clipped); one of three counts 0.5
     three = torch.zeros(1, 3, 2, 2)
     three[0, :, 0, 0] = 1
@@ -92,28 +92,27 @@ def test_ciou_hand_case_scores_and_auc():
     assert torch.isfinite(values).all()
     scores = M.localization_scores(pred, masks)
     assert scores["ciou50"] == pytest.approx(1 / 3)
-    # success rates: t = 0 -> 3/3; t = 0.05..0.15 -> 2/3; t = 0.2..0.7 -> 1/3; t >= 0.75 -> 0.
-    # trapezoids of width 0.05: (1 + 2/3)/2 + 2 * 2/3 + (2/3 + 1/3)/2 + 10 * 1/3 + (1/3 + 0)/2 = 37/6
-    assert scores["auc"] == pytest.approx(0.05 * 37 / 6)
+    # success rates: t = 0 -> 3/3; t = 0.05, 0.1 -> 2/3; t = 0.15..0.7 -> 1/3; t >= 0.75 -> 0.
+    # trapezoids of width 0.05: (1 + 2/3)/2 + 2/3 + (2/3 + 1/3)/2 + 11 * 1/3 + (1/3 + 0)/2 = 35/6
+    assert scores["auc"] == pytest.approx(0.05 * 35 / 6)
     assert scores["mean_ciou"] == pytest.approx(float(expected.mean()))
     rates = [float((expected >= 0.05 * i).double().mean()) for i in range(21)]
     assert scores["auc"] == pytest.approx(sklearn.metrics.auc([0.05 * i for i in range(21)], rates))
-    assert M.ciou_at(pred, masks, 0.15) == pytest.approx(2 / 3)
+    assert M.ciou_at(pred, masks, 0.1) == pytest.approx(2 / 3)
     assert M.ciou_auc(pred, masks) == pytest.approx(scores["auc"])
 
 
 def _naive_evaluator_ciou(heat: np.ndarray, boxes: list[list[tuple[int, int, int, int]]]) -> list[float]:
-    """The public Flickr-SoundNet evaluator, item by item: box maps summed, halved, clipped; top-half binarisation."""
+    """The public Flickr-SoundNet evaluator as REFERENCE.md §3 states it, item by item: box maps summed, halved and
+    clipped (one box too); the normalised prediction kept strictly above its median."""
     out = []
     for item, item_boxes in zip(heat, boxes, strict=True):
         gt = np.zeros(item.shape)
         for x1, y1, x2, y2 in item_boxes:
             gt[y1:y2, x1:x2] += 1
-        if len(item_boxes) > 1:
-            gt = np.minimum(gt / 2, 1)
+        gt = np.minimum(gt / 2, 1)
         p = (item - item.min()) / (item.max() - item.min())
-        thr = np.sort(p.flatten())[int(p.size / 2)]
-        binary = (p >= thr).astype(np.float64)
+        binary = (p > np.median(p)).astype(np.float64)
         out.append(np.sum(binary * gt) / (np.sum(gt) + np.sum(binary * (gt == 0))))
     return out
 
@@ -161,7 +160,7 @@ def test_ciou_resizes_low_resolution_maps_and_rejects_bad_input():
     # bilinear upsampling keeps the hot corner as the top half; the exact value is the naive evaluator's
     up = torch.nn.functional.interpolate(pred[:, None], size=(8, 8), mode="bilinear", align_corners=False)[:, 0]
     expected = _naive_evaluator_ciou(up.numpy(), [[(0, 0, 4, 4)]])[0]
-    assert float(M.ciou(pred, gt)[0]) == pytest.approx(expected)
+    assert float(M.ciou(pred, gt[:, None])[0]) == pytest.approx(expected)  # one annotator box, (B, A, H, W)
     with pytest.raises(ValueError, match="no annotated pixel"):
         M.ciou(pred, torch.zeros(1, 8, 8))
     with pytest.raises(ValueError, match="NaN"):
@@ -174,14 +173,14 @@ def test_baselines_hand_case_and_area():
     expected = torch.zeros(1, 4, 4)
     expected[0, 1:3, 1:3] = 1
     torch.testing.assert_close(center, expected)
-    # whole image: item 0: 5 / (5 + 10 pixels outside G) = 1/3; item 1: 6/16; item 2: 16/16
+    # whole image: item 0: 5 / (5 + 10 pixels outside G) = 1/3; item 1: 3 / (3 + 10) ; item 2: 8 / 8
     whole = M.whole_image_baseline(masks)
-    assert whole["mean_ciou"] == pytest.approx((1 / 3 + 6 / 16 + 1) / 3)
+    assert whole["mean_ciou"] == pytest.approx((1 / 3 + 3 / 13 + 1) / 3)
     assert whole["ciou50"] == pytest.approx(1 / 3)
     # centred box rows 1-2, cols 1-2: item 0: P*G = G(1,1) + G(1,2) = 1.5, false positives (2,1), (2,2) -> 1.5 / 7;
-    # item 1: inside G -> 4 / 6; item 2: 4 / 16
+    # item 1: inside G -> 4 * 0.5 / 3; item 2: 2 / 8
     center_scores = M.center_box_baseline(masks)
-    assert center_scores["mean_ciou"] == pytest.approx((1.5 / 7 + 4 / 6 + 4 / 16) / 3)
+    assert center_scores["mean_ciou"] == pytest.approx((1.5 / 7 + 2 / 3 + 2 / 8) / 3)
     assert float(M.center_box_map(1, 224, 224).mean()) == pytest.approx(0.5, abs=0.01)
 
 

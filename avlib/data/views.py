@@ -100,12 +100,14 @@ def _stack(images: Sequence[Tensor], size: int, mode: str) -> Tensor:
 
 
 def _tensors(frames: Sequence[Tensor], audio: Sequence[Tensor], samples: int, size: int,
-             transform: Callable[[Tensor], Tensor], boxes: Sequence[Tensor] | None) -> dict[str, Tensor]:
+             transform: Callable[[Tensor], Tensor], boxes: Sequence[Tensor] | None,
+             silent: Sequence[Tensor] | None = None) -> dict[str, Tensor]:
     frames_t = _stack(frames, size, "bilinear")
     out = {"image": transform(frames_t), "audio": torch.stack([fit_length(a, samples) for a in audio]),
            "frames": frames_t}
-    if boxes is not None:
-        out["box"] = _stack([b[None].float() for b in boxes], size, "nearest")[:, 0] > 0.5
+    for key, masks in (("box", boxes), ("silent", silent)):
+        if masks is not None:
+            out[key] = _stack([b[None].float() for b in masks], size, "nearest")[:, 0] > 0.5
     return out
 
 
@@ -121,12 +123,17 @@ def scene_tensors(world: SynthOrchestra, samples: int, size: int, transform: Cal
 
     Returns:
         dict with ``image`` ``(n, 3, S, S)``, ``audio`` ``(n, samples)``, ``box`` ``(n, H, W)`` bool (the union of the
-        sounding objects' boxes) and ``frames`` ``(n, 3, H, W)`` (the middle frames, for display).
+        sounding objects' boxes), ``label`` ``(n,)`` (the first sounding object's category, -1 if none),
+        ``frames`` ``(n, 3, H, W)`` (the middle frames, for display) and, where some scene shows a silent object,
+        ``silent`` ``(n, H, W)`` bool (the union of the visible silent objects' boxes).
     """
     mid = world.num_frames // 2
     scenes = [world.scene(i, frames=[mid]) for i in range(len(world) if n is None else n)]
-    return _tensors([s.frames[0] for s in scenes], [s.audio for s in scenes], samples, size, transform,
-                    [s.sounding_mask(mid) for s in scenes])
+    silent = [s.object_masks(mid)[~s.sounding].any(0) for s in scenes]
+    out = _tensors([s.frames[0] for s in scenes], [s.audio for s in scenes], samples, size, transform,
+                   [s.sounding_mask(mid) for s in scenes], silent if any(m.any() for m in silent) else None)
+    out["label"] = torch.tensor([int(s.categories[s.sounding][0]) if s.sounding.any() else -1 for s in scenes])
+    return out
 
 
 def _clip_box(item: dict) -> Tensor | None:

@@ -20,8 +20,9 @@ from torch import Tensor, nn
 from avlib import metrics
 from avlib.eval.avc import audio_window, middle_frame, model_device
 
-__all__ = ["NO_BOXES", "box_mass", "center_hits", "contrast_score", "localization_report", "localization_set",
-           "pick_center_maps", "pointing_hits", "score_maps", "upsample_maps"]
+__all__ = ["NO_BOXES", "PROTOCOLS", "box_mass", "center_hits", "contrast_score", "localization_report",
+           "localization_set", "negative_audio", "pick_center_maps", "pointing_hits", "score_maps",
+           "sounding_vs_silent", "upsample_maps"]
 
 NO_BOXES = "not scored: localization needs sounding-object boxes ('boxes' and 'sounding' in the clip manifest)"
 MapsFn = Callable[[nn.Module, dict[str, Tensor]], dict[str, Tensor]]
@@ -63,17 +64,67 @@ def pick_center_maps(maps: Tensor, score: Tensor, size: tuple[int, int] | None =
     return {"related": maps[idx, rel], "unrelated": maps[idx, unrel], "related_index": rel, "score": score}
 
 
-def score_maps(maps: dict[str, Tensor], gt: Tensor, threshold: float = 0.5) -> dict[str, dict[str, float]]:
+def score_maps(maps: dict[str, Tensor], gt: Tensor, threshold: float | None = 0.5) -> dict[str, dict[str, float]]:
     """cIoU@0.5, AUC and mean cIoU of each named heatmap batch ``(B, H, W)`` against the box masks ``gt`` ``(B, H, W)``.
 
-    Maps are min-max normalised and binarised at ``threshold`` (:func:`avlib.metrics.localization_scores`). The rows
-    ``"centred box (half the image)"`` and ``"whole image"`` (the trivial predictions) follow the named ones.
+    Maps are min-max normalised and binarised (:func:`avlib.metrics.localization_scores`): at ``threshold`` (DMC's
+    and Senocak et al.'s fixed cut, 0.5), or with ``threshold=None`` at each map's median (the public evaluators'
+    rule: the top half of the pixels; :data:`PROTOCOLS` names both). The trivial predictions follow the named rows:
+    ``"random map"`` (:func:`avlib.metrics.random_map`, binarised the same way), ``"centred box (half the image)"``
+    and ``"whole image"``.
     """
     gt = gt.float()
     rows = {name: metrics.localization_scores(m.float().cpu(), gt, threshold=threshold) for name, m in maps.items()}
+    rows["random map"] = metrics.random_map_baseline(gt, threshold=threshold)
     rows["centred box (half the image)"] = metrics.center_box_baseline(gt)
     rows["whole image"] = metrics.whole_image_baseline(gt)
     return rows
+
+
+PROTOCOLS: dict[str, float | None] = {"fixed cut 0.5": 0.5, "median cut": None}
+"""The book's two binarisations of a min-max normalised map, by name: the fixed cut at 0.5 (DMC, Senocak et al.)
+and the public evaluators' median cut (REFERENCE.md §3), the ``threshold`` of :func:`score_maps`."""
+
+
+def sounding_vs_silent(maps: Tensor, sounding: Tensor, silent: Tensor) -> dict[str, float]:
+    """Does a map prefer the object that sounds to a visible one that does not?
+
+    Args:
+        maps: ``(B, H, W)`` heatmaps at the masks' size.
+        sounding: ``(B, H, W)`` bool, the sounding object's box.
+        silent: ``(B, H, W)`` bool, the silent object's box (items where either is empty are skipped).
+
+    Returns:
+        ``{"prefers_sounding": fraction of items whose mean map value is higher on the sounding box than on the
+        silent one, "mass_sounding": mean share of the two boxes' map mass on the sounding box, "items": n}`` —
+        0.5 for a map that cannot tell the objects apart.
+    """
+    snd, sil = sounding.float(), silent.float()
+    keep = (snd.sum((1, 2)) > 0) & (sil.sum((1, 2)) > 0)
+    if not bool(keep.any()):
+        raise ValueError("sounding_vs_silent: no item has both a sounding and a silent box")
+    m, snd, sil = maps.float()[keep], snd[keep], sil[keep]
+    m = m - m.amin((1, 2), keepdim=True)  # mass relative to the map's own floor
+    on_snd = (m * snd).sum((1, 2)) / snd.sum((1, 2))
+    on_sil = (m * sil).sum((1, 2)) / sil.sum((1, 2))
+    share = on_snd / (on_snd + on_sil).clamp_min(1e-12)
+    return {"prefers_sounding": float((on_snd > on_sil).double().mean()), "mass_sounding": float(share.mean()),
+            "items": int(keep.sum())}
+
+
+def negative_audio(audio: Tensor, kind: str, seed: int = 0) -> Tensor:
+    """Audio in which no visible object sounds, ``(B, N)`` like ``audio``.
+
+    ``kind``: ``"silence"`` (zeros) or ``"noise"`` (white noise at each clip's own RMS level). For an off-screen
+    sound, pass the audio of scenes whose categories are not in the picture instead.
+    """
+    if kind == "silence":
+        return torch.zeros_like(audio)
+    if kind == "noise":
+        rms = audio.float().pow(2).mean(-1, keepdim=True).sqrt()
+        noise = torch.randn(audio.shape, generator=torch.Generator().manual_seed(seed))
+        return (noise * rms).to(audio.dtype)
+    raise ValueError(f"negative_audio: kind must be 'silence' or 'noise'; got {kind!r}")
 
 
 def localization_set(source: Any, clips: Sequence[int], window_seconds: float = 1.0) -> dict[str, torch.Tensor]:
@@ -182,5 +233,5 @@ def localization_report(maps: dict[str, Tensor], gt: Tensor) -> dict[str, float]
     (``related_paper_ciou@0.5``, ``center_box_auc``, ...)."""
     size = tuple(gt.shape[-2:])
     rows = score_maps({name: upsample_maps(m.float(), size) for name, m in maps.items()}, gt)
-    names = {"centred box (half the image)": "center_box", "whole image": "whole_image"}
+    names = {"centred box (half the image)": "center_box", "whole image": "whole_image", "random map": "random_map"}
     return {f"{names.get(row, row)}_{k}": v for row, r in rows.items() for k, v in r.items()}

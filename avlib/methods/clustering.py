@@ -4,7 +4,8 @@ frame) and one spectrogram example per clip, trained on in-batch negatives and s
 In memory, the scenes of ``SynthOrchestra(**cfg.data, seed=seed)`` train and ``eval_size`` scenes of the world with
 ``seed + 1`` evaluate; from a clip directory, ``train`` clips are read lazily (:class:`avlib.data.views.ClipPairs`) and
 ``test`` clips are loaded once. The evaluation reports the held-out loss and, where the data has boxes, cIoU@0.5 / AUC
-of the related and unrelated centers' maps under the paper's rule and the contrast rule, beside the baselines.
+of the related and unrelated centers' maps under the paper's rule, the contrast rule and the audio-free ``image`` rule,
+beside the trivial baselines.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from avlib.methods.base import Method, MethodConfig
 
 __all__ = ["ClusteringMethod", "vggish_audio"]
 
-RULES = ("paper", "contrast")
+RULES = ("paper", "contrast", "image")
 
 
 def vggish_audio(frames: int, n_mels: int) -> dict[str, Any]:
@@ -99,10 +100,14 @@ class ClusteringMethod(Method):
 
     def localize(self, cfg: MethodConfig, out: dict[str, Tensor], mode: str = "paper",
                  size: tuple[int, int] | None = None) -> dict[str, Tensor]:
-        """Related / unrelated visual centers' maps under ``mode`` (``paper`` or ``contrast``; the contrast rule
-        compares each sound with the batch's other sounds, so ``out`` must hold several scenes)."""
+        """Related / unrelated visual centers' maps under ``mode``: ``paper`` or ``contrast`` (the contrast rule
+        compares each sound with the batch's other sounds, so ``out`` must hold several scenes), or ``image``, the
+        audio-free baseline: the visual center that covers the fewest pixels is taken for the sound-maker (objects
+        are smaller than their background), chosen from the image alone."""
         if mode not in RULES:
-            raise ValueError(f"{self.name} localize: mode must be 'paper' or 'contrast'; got {mode!r}")
+            raise ValueError(f"{self.name} localize: mode must be one of {RULES}; got {mode!r}")
+        if mode == "image":
+            return pick_center_maps(out["visual_map"], -out["visual_map"].flatten(2).sum(-1), size)
         return pick_center_maps(out["visual_map"], self.center_scores(cfg, out, mode), size)
 
     def evaluate(self, cfg: MethodConfig, model: nn.Module, data: Path | None, seed: int) -> dict[str, Any]:
@@ -113,7 +118,7 @@ class ClusteringMethod(Method):
             return {**report, "localization": NO_BOXES}
         out = self.forward(cfg, model, inputs, cfg.batch_size)
         maps = {}
-        for rule in RULES if report["clips"] >= 2 else ("paper",):
+        for rule in RULES if report["clips"] >= 2 else ("paper", "image"):
             loc = self.localize(cfg, out, rule)
             maps[f"related_{rule}"], maps[f"unrelated_{rule}"] = loc["related"], loc["unrelated"]
         return {**report, **localization_report(maps, inputs["box"])}
