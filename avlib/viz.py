@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-__all__ = ["heatmap_grid", "history_figure", "slider_figure", "to_rgb"]
+__all__ = ["heatmap_grid", "history_figure", "slider_figure", "to_rgb", "wrap_title"]
 
 
 def to_rgb(image: torch.Tensor | np.ndarray, value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
@@ -76,34 +76,70 @@ def display_range(heat: np.ndarray | torch.Tensor) -> np.ndarray:
     return (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
 
 
+PAGE_WIDTH_PX = 700  # the book page's content column, where a figure is drawn at full width
+TITLE_FONT_PX = 11
+
+
+def wrap_title(title: str, width: int) -> str:
+    """``title`` broken at spaces into lines of at most ``width`` characters, joined by ``<br>`` (plotly's line
+    break); a single longer word stays whole."""
+    lines: list[str] = []
+    for word in title.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(lines)
+
+
 def heatmap_grid(images: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray | None], titles: Sequence[str],
                  cols: int = 4, opacity: float = 0.55, colorscale: str = "Inferno",
-                 height_per_row: int = 230, normalize: bool = True) -> go.Figure:
-    """A grid of images, each with an optional heatmap drawn over it.
+                 height_per_row: int | None = None, normalize: bool = True, title: str | None = None,
+                 colorbar_title: str | None = None) -> go.Figure:
+    """A grid of images, each with an optional heatmap drawn over it, and one colour bar for all of them.
+
+    Panel titles are wrapped to the panel's width on the book page (:data:`PAGE_WIDTH_PX`), and the space between
+    rows grows with the longest title, so titles neither collide nor run into the figure's ``title``.
 
     Args:
         images: ``(H, W, 3)`` uint8 arrays (see :func:`to_rgb`).
         heatmaps: ``(H, W)`` arrays at the image's size, or None for the bare image.
         titles: one per panel.
         cols: panels per row.
+        height_per_row: pixel height of a row of images (default: square panels at the page's width).
         normalize: draw each heatmap min-max normalised (:func:`display_range`); ``False`` keeps the values on a
             fixed 0-1 scale (for maps that are probabilities compared across panels).
+        title: the figure's title, above the panel titles.
+        colorbar_title: the colour bar's label (default: says whether each map was normalised).
     """
     if not (len(images) == len(heatmaps) == len(titles)) or not images:
         raise ValueError("heatmap_grid: images, heatmaps and titles must be non-empty and of equal length")
     rows = (len(images) + cols - 1) // cols
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.02,
-                        vertical_spacing=0.08)
+    panel_px = (PAGE_WIDTH_PX - 90) / cols  # the colour bar takes the right edge
+    wrapped = [wrap_title(t, max(8, int(panel_px / (0.58 * TITLE_FONT_PX)))) for t in titles]
+    lines = max(w.count("<br>") + 1 for w in wrapped)
+    title_px = lines * (TITLE_FONT_PX + 3) + 8
+    row_px = height_per_row or int(panel_px)
+    height = rows * (row_px + title_px) + (40 if title else 10) + 10
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=wrapped, horizontal_spacing=0.02,
+                        vertical_spacing=title_px / height if rows > 1 else 0.0)
+    fig.update_annotations(font_size=TITLE_FONT_PX)
+    shown_scale = False
     for i, (img, heat) in enumerate(zip(images, heatmaps, strict=True)):
         r, c = i // cols + 1, i % cols + 1
         fig.add_trace(go.Image(z=img), row=r, col=c)
         if heat is not None:
             z = display_range(heat) if normalize else np.asarray(heat)
-            fig.add_trace(go.Heatmap(z=z, colorscale=colorscale, opacity=opacity, showscale=False, zmin=0.0, zmax=1.0),
-                          row=r, col=c)
+            bar = {"title": {"text": colorbar_title or ("map, min-max<br>per panel" if normalize else "map value"),
+                             "side": "right"}, "thickness": 10, "len": min(1.0, 300 / height + 0.2)}
+            fig.add_trace(go.Heatmap(z=z, colorscale=colorscale, opacity=opacity, showscale=not shown_scale,
+                                     colorbar=bar, zmin=0.0, zmax=1.0), row=r, col=c)
+            shown_scale = True
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
-    fig.update_layout(height=height_per_row * rows + 40, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": title_px + (40 if title else 0), "b": 10})
+    if title:
+        fig.update_layout(title={"text": title, "y": 1.0, "yanchor": "top", "pad": {"t": 8}})
     return fig
 
 
