@@ -62,8 +62,9 @@ def slider_figure(steps: Sequence[Sequence[go.BaseTraceType]], labels: Sequence[
         vis = [False] * n
         vis[s * per : (s + 1) * per] = [True] * per
         slider_steps.append({"method": "update", "label": label, "args": [{"visible": vis}]})
+    # inset from both edges so that the first and last step labels stay inside the figure
     fig.update_layout(sliders=[{"active": active, "currentvalue": {"prefix": prefix}, "steps": slider_steps,
-                                "pad": {"t": 40}}])
+                                "pad": {"t": 40}, "x": 0.04, "len": 0.92, "font": {"size": 10}}])
     return fig
 
 

@@ -311,6 +311,37 @@ async () => Promise.all(Array.from(document.querySelectorAll('audio')).map(async
 }))
 """
 
+# Fit: code and output blocks whose text runs past their right edge (a reader cannot see the end of the line), figures
+# wider than the page's column, and text inside a figure (titles, subplot titles, axis titles, slider labels) that
+# overlaps other text or leaves the figure.
+_FIT_JS = """
+() => {
+  const article = document.querySelector('article') || document.body;
+  const column = article.getBoundingClientRect();
+  const cut = Array.from(article.querySelectorAll('pre')).filter(p => p.scrollWidth > p.clientWidth + 2)
+    .map(p => p.textContent.split('\\n').reduce((a, b) => (b.length > a.length ? b : a), '').slice(0, 80));
+  const wide = [], clash = [], outside = [];
+  Array.from(document.querySelectorAll('.plotly-graph-div')).forEach((gd, index) => {
+    const g = gd.getBoundingClientRect();
+    if (g.width > column.width + 2) wide.push({index, width: g.width, column: column.width});
+    const texts = Array.from(gd.querySelectorAll(
+      '.gtitle, .annotation-text, .xtitle, .ytitle, .slider-label, .slider-group .step-label, .legendtext'))
+      .filter(t => t.textContent.trim() && t.getBoundingClientRect().width > 0)
+      .map(t => ({text: t.textContent.trim().slice(0, 40), r: t.getBoundingClientRect()}));
+    for (const t of texts)
+      if (t.r.left < g.left - 1 || t.r.right > g.right + 1 || t.r.top < g.top - 1 || t.r.bottom > g.bottom + 1)
+        outside.push({index, text: t.text});
+    for (let i = 0; i < texts.length; i++) for (let j = i + 1; j < texts.length; j++) {
+      const a = texts[i].r, b = texts[j].r;
+      const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+      const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+      if (w > 2 && h > 2) clash.push({index, a: texts[i].text, b: texts[j].text});
+    }
+  });
+  return {cut, wide, clash, outside};
+}
+"""
+
 _RAW_TEX = [
     (re.compile(r"\$\$"), "$$"),
     (re.compile(r"\\[(\[]"), "\\( or \\["),
@@ -391,6 +422,7 @@ def test_page_renders_offline_in_chromium(docname: str, browser: Browser, server
         math = page.evaluate(_MATH_JS)
         figures = page.evaluate(_FIGURES_JS)
         audio = page.evaluate(_AUDIO_JS)
+        fit = page.evaluate(_FIT_JS)
         page.wait_for_timeout(300)
         page.screenshot(path=str(OUT / f"{Path(docname).name}.png"), full_page=True, animations="disabled")
         contrasts = _heatmap_contrasts(page)
@@ -425,6 +457,13 @@ def test_page_renders_offline_in_chromium(docname: str, browser: Browser, server
         for where, c in contrasts
         if c < HEATMAP_MIN_CONTRAST
     ]
+
+    # Fit: nothing cut off at the page's right edge, no text of a figure on top of other text or outside it.
+    problems += [f"code or output line cut off at the right edge: {line!r}" for line in fit["cut"]]
+    problems += [f"figure {w['index'] + 1} is {w['width']:.0f} px wide, the page column {w['column']:.0f} px"
+                 for w in fit["wide"]]
+    problems += [f"figure {c['index'] + 1}: text {c['a']!r} overlaps {c['b']!r}" for c in fit["clash"]]
+    problems += [f"figure {o['index'] + 1}: text {o['text']!r} lies outside the figure" for o in fit["outside"]]
 
     # Math: typeset by MathJax where the page has any, no raw TeX left.
     if math["nodes"]:

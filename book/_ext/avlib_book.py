@@ -13,6 +13,8 @@
   script on every page twice (a ``SyntaxError: Identifier 'THEBE_JS_URL' has already been declared`` page error).
   The book has no live-code button (``launch_buttons.thebe`` is not set), so both scripts are dropped from every
   page; with thebe enabled they stay, once each.
+- page width. ``avlib.css`` (next to this file) wraps long code lines and outputs inside their blocks, so nothing is
+  cut off at the right edge of the page.
 - theme mode. Unless ``html_context`` names a ``default_mode``, pydata-sphinx-theme (under sphinx-book-theme) writes
   an empty one and every page logs the console error "Got invalid theme mode: ." on load; it is set to ``auto``
   (follow the reader's system), the mode the theme then falls back to anyway.
@@ -29,6 +31,7 @@ from sphinx.config import Config
 from sphinx.errors import ExtensionError
 
 PLOTLY_JS = "plotly.min.js"
+BOOK_CSS = "avlib.css"
 MATHJAX_DIST = "sphinx-mathjax-offline"
 MATHJAX_DIR = "mathjax"
 MATHJAX_JS = f"{MATHJAX_DIR}/tex-mml-chtml.js"  # the component Jupyter Book's CDN address names
@@ -90,10 +93,12 @@ def _copy_assets(app: Sphinx, exception: Exception | None) -> None:
     static.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(plotly.__file__).parent / "package_data" / PLOTLY_JS, static / PLOTLY_JS)
     shutil.copytree(_mathjax_source(), static / MATHJAX_DIR, dirs_exist_ok=True)
+    shutil.copyfile(Path(__file__).with_name(BOOK_CSS), static / BOOK_CSS)
 
 
 def setup(app: Sphinx) -> dict:
     app.add_js_file(PLOTLY_JS, priority=100)
+    app.add_css_file(BOOK_CSS)
     app.connect("config-inited", _use_local_mathjax)
     # After every other handler, so that scripts added per page are seen too.
     app.connect("html-page-context", _local_scripts_only, priority=900)
