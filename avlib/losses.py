@@ -1,7 +1,8 @@
 """Training objectives of the papers, batched.
 
 - DMC: :func:`dmc_center_similarity`, :func:`dmc_max_margin_loss` (Eq. 8), with :func:`sample_negatives`.
-- CAVL: :func:`alignment_score` / :func:`alignment_score_matrix` (Eq. 4) and :func:`cavl_contrastive_loss` (Eq. 5).
+- CAVL: :func:`alignment_score` / :func:`alignment_score_matrix` (Eq. 4), :func:`cavl_contrastive_loss` (Eq. 5) and
+  the counting network's :func:`poisson_regression_loss` (Eq. 6).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ __all__ = [
     "cavl_contrastive_loss",
     "dmc_center_similarity",
     "dmc_max_margin_loss",
+    "poisson_regression_loss",
     "sample_negatives",
 ]
 
@@ -120,3 +122,25 @@ def cavl_contrastive_loss(scores: Tensor, same_scene: Tensor, margin: float = 1.
     delta = same_scene.to(scores.dtype)
     per_pair = delta * scores.pow(2) + (1 - delta) * F.relu(margin - scores).pow(2)
     return per_pair.sum() / (2 * scores.shape[0])  # Eq. 5
+
+
+def poisson_regression_loss(log_rate: Tensor, count: Tensor) -> Tensor:
+    """CAVL's Poisson regression loss (Eq. 6) without the constant ``ln(y!)``, averaged over the batch.
+
+    With ``lambda = exp(log_rate)``: ``L = mean_i (lambda_i - y_i log lambda_i) = mean_i (exp(eta_i) - y_i eta_i)``,
+    the negative log-likelihood of ``y_i ~ Poisson(lambda_i)`` up to ``ln(y_i!)``, which does not depend on the
+    model. The paper sums over the n items; the mean (``torch.nn.PoissonNLLLoss``'s reduction) keeps the learning
+    rate independent of the batch size. Taking the log-rate ``eta`` keeps ``y log lambda`` exact for tiny rates.
+
+    Args:
+        log_rate: ``(B,)`` predicted ``log lambda``.
+        count: ``(B,)`` observed counts ``y`` (any non-negative numbers).
+
+    Returns:
+        scalar loss.
+    """
+    if log_rate.shape != count.shape:
+        raise ValueError(f"poisson_regression_loss: log_rate {tuple(log_rate.shape)} and count "
+                         f"{tuple(count.shape)} must have the same shape")
+    y = count.to(log_rate.dtype)
+    return (log_rate.exp() - y * log_rate).mean()  # Eq. 6 without ln(y!)

@@ -11,6 +11,15 @@ from avlib.nets.cavl import CAVLNet
 CAVL = get_method("cavl")
 
 
+def test_full_config_is_the_paper():
+    cfg = CAVL.config("full")
+    assert (cfg.visual_cfg, cfg.audio_cfg, cfg.embed_dim, cfg.image_size) == (None, None, 512, 256)
+    assert (cfg.audio["seconds"], cfg.audio["n_fft"], cfg.audio["hop_length"]) == (10.0, 1022, 256)
+    assert (cfg.audio["freq_bins"], cfg.audio["frames"]) == (512, 432)
+    assert (cfg.optimizer, cfg.lr, cfg.level_lr_decay, cfg.levels) == ("adam", 1e-4, 0.1, (1, 2, 3, 4))
+    assert not cfg.batch_norm and not cfg.scene_level and cfg.data is None
+
+
 def test_cavl_full_scale_shapes_and_one_step():
     torch.manual_seed(0)
     cfg = CAVL.config("full")

@@ -10,7 +10,7 @@ import torch
 
 __all__ = ["SCHEDULES", "lr_multiplier", "make_scheduler"]
 
-SCHEDULES = ("constant", "cosine", "linear", "step")
+SCHEDULES = ("constant", "cosine", "linear", "step", "inverse")
 
 
 def lr_multiplier(step: int, steps: int, schedule: str = "constant", warmup_steps: int = 0, min_lr_ratio: float = 0.0,
@@ -18,7 +18,9 @@ def lr_multiplier(step: int, steps: int, schedule: str = "constant", warmup_step
     """The factor applied to the base learning rate at optimisation step ``step`` (0-based) of ``steps``.
 
     A linear warm-up over ``warmup_steps`` comes first; then ``constant``; ``cosine`` or ``linear`` down to
-    ``min_lr_ratio`` at the last step; ``step``: times ``gamma`` at each of ``milestones``.
+    ``min_lr_ratio`` at the last step; ``step``: times ``gamma`` at each of ``milestones``; ``inverse``:
+    ``1 / (1 + gamma * e)`` after ``e`` of ``milestones`` (with one milestone per epoch: CAVL's counting network,
+    ``lr / (1 + 0.5 * epoch)``).
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -29,6 +31,8 @@ def lr_multiplier(step: int, steps: int, schedule: str = "constant", warmup_step
         return min_lr_ratio + (1 - min_lr_ratio) * (1 - progress)
     if schedule == "step":
         return gamma ** sum(step >= m for m in milestones)
+    if schedule == "inverse":
+        return 1.0 / (1.0 + gamma * sum(step >= m for m in milestones))
     return 1.0
 
 

@@ -1,13 +1,16 @@
 """Curriculum Audiovisual Learning (Hu et al., 2020) as a method: config, network, step (Eq. 4-5), localization (Eq. 7)
 and the curriculum as stages.
 
-Full (§3.1, supplement §6.2): VGGish without its last pool on a 512x432 log-frequency spectrogram (10 s; STFT window
-1022, hop 256) -> 64x54x512; VGG16 without its last pool on 256x256 -> 16x16x512; fc 512->512; k_a sounds and
-k_v = k_a + 1 visual centers; Adam 1e-4, x0.1 per curriculum level (C1 ... C4, k_a = level). beta, the EM iterations
-and the margin are not given in the paper: ours. Quick / colab: a visual net with a small receptive field (as for
-DMC), beta = 10 (about 10x the critical stiffness of the features in training, see chapter 2: the centers split, the
-assignments stay soft enough to be learned) and a wide margin (5, as in a public DMC port), so that mismatched sounds
-are pushed away from every visual center until the sounding object's center wins Eq. 7.
+Full (§3.1, §4.2, supplement §6.2): VGGish without its last pool on a 512x432 log-frequency spectrogram (10 s; STFT
+window 1022, hop 256) -> 64x54x512 -> 3456 vectors; VGG16 without its last pool on 256x256 -> 16x16x512 -> 256
+vectors; fc 512->512; k_a sounds and k_v = k_a + 1 visual centers; Adam, lr 1e-4 for the first curriculum level and
+x0.1 for each next one (C1 ... C4, k_a = level: 1e-4, 1e-5, 1e-6, 1e-7), each level starting from the previous
+level's weights (§3.2.1). Level 0 is the paper's CAVL-C0 (Table 2): scene-level alignment, without clustering, on
+the C1 clips. beta, the EM iterations, the margin, the batch size and the steps per level are not given in the paper:
+ours. Quick / colab: a visual net with a small receptive field (as for DMC), beta = 10 (about 10x the critical
+stiffness of the features in training, see chapter 2: the centers split, the assignments stay soft enough to be
+learned) and a wide margin (5, as in a public DMC port), so that mismatched sounds are pushed away from every visual
+center until the sounding object's center wins Eq. 7.
 """
 
 from __future__ import annotations
@@ -38,13 +41,16 @@ Layers = tuple[int | str, ...] | None
 class CAVLConfig(MethodConfig):
     """CAVL: the two VGG streams (``None`` = VGG16 / VGGish, last pools dropped), the fc width, the soft k-means
     stiffness beta and iterations, the contrastive margin, and the curriculum: ``levels`` trained in order (level l
-    has k_a = l sounding sources), the lr times ``level_lr_decay`` from one level to the next."""
+    has k_a = l sounding sources; level 0 is CAVL-C0, ``scene_level`` alignment on the C1 data), the lr times
+    ``level_lr_decay`` from one level to the next. ``k_audio`` and ``scene_level`` are set per stage by
+    :meth:`CAVL.stages`."""
 
     method = "cavl"
     visual_cfg: Layers = None
     audio_cfg: Layers = None
     embed_dim: int = 512
     k_audio: int = 1
+    scene_level: bool = False
     beta: float = 1.0
     iters: int = 5
     batch_norm: bool = False
@@ -100,25 +106,32 @@ class CAVL(ClusteringMethod):
 
     def model(self, cfg: CAVLConfig) -> CAVLNet:
         return CAVLNet(visual_cfg=cfg.visual_cfg, audio_cfg=cfg.audio_cfg, embed_dim=cfg.embed_dim,
-                       k_audio=cfg.k_audio, beta=cfg.beta, iters=cfg.iters, batch_norm=cfg.batch_norm)
+                       k_audio=cfg.k_audio, beta=cfg.beta, iters=cfg.iters, batch_norm=cfg.batch_norm,
+                       scene_level=cfg.scene_level)
 
     def image_transform(self, cfg: CAVLConfig) -> CAVLImageTransform:
         return CAVLImageTransform(cfg.image_size)
 
     def stages(self, cfg: CAVLConfig) -> list[StagePlan]:
-        """One stage per curriculum level: k_a = level, the world's family ``c<level>``, lr x ``level_lr_decay`` per
-        level after the first."""
+        """One stage per curriculum level, in the order of ``cfg.levels``, each started from the previous one's
+        weights (:func:`avlib.methods.run.train`): level l >= 1 has k_a = l (k_v = l + 1) and the world's family
+        ``c<l>``; level 0 (CAVL-C0) aligns whole scenes of family ``c1`` without clustering. The i-th level's lr is
+        ``lr * level_lr_decay**i`` (§4.2: 1e-4, 1e-5, 1e-6, ...)."""
         plans = []
         for i, level in enumerate(cfg.levels):
-            data = None if cfg.data is None else {**cfg.data, "family": f"c{level}"}
-            plans.append(StagePlan(f"c{level}", cfg.replace(k_audio=level, data=data,
+            if level < 0:
+                raise ValueError(f"cavl: curriculum levels are 0 (scene level, C0) or numbers of sources >= 1; "
+                                 f"got {cfg.levels}")
+            family = f"c{max(level, 1)}"
+            data = None if cfg.data is None else {**cfg.data, "family": family}
+            plans.append(StagePlan(f"c{level}", cfg.replace(k_audio=max(level, 1), scene_level=level == 0, data=data,
                                                             lr=cfg.lr * cfg.level_lr_decay**i)))
         return plans
 
     @staticmethod
     def level_data(cfg: CAVLConfig, data: Path | None) -> Path | None:
         """The clip directory of the config's curriculum level: ``DATA/c<k_a>`` where ``DATA`` holds one sub-directory
-        per level, else ``DATA`` itself."""
+        per level (CAVL-C0 trains on ``DATA/c1``), else ``DATA`` itself."""
         level_dir = None if data is None else data / f"c{cfg.k_audio}"
         return level_dir if level_dir is not None and (level_dir / MANIFEST).is_file() else data
 
