@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from avlib.data.audioset import AudioSetError, AudioSetOntology, grade_segments, level_counts, read_segments
+from avlib.data.audioset import (
+    AudioSetError,
+    AudioSetOntology,
+    grade_segments,
+    level_counts,
+    read_segments,
+    write_levels,
+)
 
 ANIMAL, PETS, WILD, DOG, CAT, BARK, HOWL, MEOW = ("/m/0jbk", "/m/068hy", "/m/01280g", "/m/0bt9lr", "/m/01yrx",
                                                   "/m/05tny_", "/m/07qf0zm", "/m/07qrkrw")
@@ -95,6 +102,17 @@ def test_every_clip_gets_the_hand_counted_sources_and_level(files):
     assert graded[7].count == 5 and "beyond C4" in graded[7].reason
     assert level_counts(graded) == {1: 3, 2: 2, 3: 1, 4: 1, None: 3}
     assert level_counts(grade_segments(onto, read_segments(files[1]), max_level=5))[5] == 1
+
+
+def test_each_level_is_written_as_a_segment_csv_that_reads_back(files, tmp_path):
+    graded = grade_segments(AudioSetOntology.load(files[0]), read_segments(files[1]))
+    paths = write_levels(graded, tmp_path / "levels")
+    assert sorted(paths) == [1, 2, 3, 4] and paths[2].name == "c2.csv"
+    for level, path in paths.items():
+        back = read_segments(path)
+        assert [s.ytid for s in back] == [r[0] for r in ROWS if r[3] == level]
+        assert [s.labels for s in back] == [tuple(r[1]) for r in ROWS if r[3] == level]
+    assert read_segments(paths[1])[1].start == 10.0
 
 
 def _one_line_error(match: str, fn, *args) -> str:

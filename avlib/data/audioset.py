@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["SOURCE_LEVEL", "AudioSetError", "AudioSetOntology", "GradedSegment", "Segment", "grade_segment",
-           "grade_segments", "level_counts", "read_segments"]
+           "grade_segments", "level_counts", "read_segments", "write_levels"]
 
 SOURCE_LEVEL = 3  # the ontology level whose labels count as sources (supplement §6.1)
 
@@ -205,3 +205,23 @@ def grade_segments(ontology: AudioSetOntology, segments: Iterable[Segment], max_
 def level_counts(graded: Iterable[GradedSegment]) -> Counter:
     """How many segments each level holds (``None``: no level)."""
     return Counter(g.level for g in graded)
+
+
+def write_levels(graded: Iterable[GradedSegment], out_dir: str | os.PathLike) -> dict[int, Path]:
+    """One segment CSV per curriculum level, ``out_dir/c<level>.csv``, in AudioSet's own format (comment lines, then
+    ``YTID, start_seconds, end_seconds, "labels"`` with the clip's original labels), so that the tools that fetch
+    AudioSet clips take a level as they take a published list. Segments without a level are left out."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_level: dict[int, list[Segment]] = {}
+    for g in graded:
+        if g.level is not None:
+            by_level.setdefault(g.level, []).append(g.segment)
+    paths = {}
+    for level, segments in sorted(by_level.items()):
+        lines = [f"# CAVL curriculum level C{level}: clips with {level} third-level source(s)",
+                 "# YTID, start_seconds, end_seconds, positive_labels"]
+        lines += [f'{s.ytid}, {s.start:.3f}, {s.end:.3f}, "{",".join(s.labels)}"' for s in segments]
+        paths[level] = out_dir / f"c{level}.csv"
+        paths[level].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return paths
