@@ -21,7 +21,6 @@ from avlib.engine.schedule import lr_multiplier
 from avlib.losses import poisson_regression_loss
 from avlib.methods import get_method, train
 from avlib.metrics import poisson_count_predict
-from avlib.nets.counting import CountingNet
 
 COUNTING = get_method("counting")
 
@@ -163,8 +162,13 @@ def test_configs_round_trip_through_a_checkpoints_plain_data(scale):
         assert (cfg.audio_cfg, cfg.batch_norm, cfg.audio) == (cavl.audio_cfg, cavl.batch_norm, cavl.audio)
 
 
-def test_quick_network_shapes():
-    cfg = COUNTING.config("quick")
-    net = CountingNet(cfg.audio_cfg, cfg.hidden, cfg.batch_norm)
-    out = net(first_example(make_frontend(cfg.audio), COUNTING.example_batch(cfg, 3)["audio"]))
-    assert out["feature"].shape == (3, 64) and out["log_rate"].shape == out["rate"].shape == (3,)
+@pytest.mark.parametrize(("scale", "width"), [("quick", 64), ("colab", 128)])
+def test_small_scales_take_a_step(scale, width):
+    cfg = COUNTING.config(scale)
+    model = COUNTING.model(cfg)
+    batch = COUNTING.example_batch(cfg, 2)
+    out = model(first_example(make_frontend(cfg.audio), batch["audio"]))
+    assert out["feature"].shape == (2, width) and out["log_rate"].shape == out["rate"].shape == (2,)
+    res = COUNTING.step(cfg)(model, batch)
+    res["loss"].backward()
+    assert math.isfinite(float(res["loss"].detach())) and model.head[0].weight.grad.abs().sum() > 0
