@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -43,7 +44,10 @@ def cross_modal(r: dict) -> float:
     return (r["im-aud"]["ndcg"] + r["aud-im"]["ndcg"]) / 2
 
 
-def run_seed(seed: int, scale: str | None, remedy: bool) -> dict:
+def run_seed(seed: int, scale: str | None, remedy: bool, keep: str | None = None) -> dict:
+    """One seed's three (or two) AVE-Nets and their measurements; ``keep``: keep the runs in chapter 3's layout,
+    ``keep/seed<seed>/03_avc/<scale>/<name>`` (reused when complete; the chapter reuses them with
+    ``AVLIB_RUNS=keep/seed<seed>``)."""
     method = get_method("ave")
     cfg = method.config(scale)
     src = cached_world(cfg.data, seed)  # the world train() trains on with this seed (one copy in memory)
@@ -57,9 +61,13 @@ def run_seed(seed: int, scale: str | None, remedy: bool) -> dict:
     if remedy:
         runs["naive+misalign"] = {"negative_mode": "naive", "misalign": True}
     out: dict = {"seed": seed}
+    chapter_names = {"frame_aligned": "ave", "naive": "ave_naive", "naive+misalign": "ave_remedy"}
     for name, pairs in runs.items():
         t0 = time.perf_counter()
-        net = train(cfg.replace(pairs=pairs), seed=seed, evaluate=False, progress=False, live_plot=False).model
+        kept = {} if keep is None else {"out": Path(keep) / f"seed{seed}" / "03_avc" / cfg.scale / chapter_names[name],
+                                        "resume": True}
+        net = train(cfg.replace(pairs=pairs), seed=seed, evaluate=False, progress=False, live_plot=False,
+                    **kept).model
 
         def held_out(**sampling) -> AVCPairs:
             return AVCPairs(src, clips=test, length=512, seed=10_000 + seed, window_seconds=1.0,
@@ -89,12 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default=None, help="quick | colab | full (default: AVLIB_SCALE, else quick)")
     parser.add_argument("--remedy", action="store_true", help="also train naive negatives + L3 misalignment")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--runs", default=None, help="keep the runs here, in chapter 3's layout (reused if complete)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     results = []
     for seed in args.seeds:
-        res = run_seed(seed, args.scale, args.remedy)
+        res = run_seed(seed, args.scale, args.remedy, args.runs)
         results.append(res)
         print(json.dumps(res), flush=True)
     ok = all(r["holds"] for r in results)

@@ -176,3 +176,60 @@ def test_avol_calibration_matches_sklearn_logistic_regression():
     ref = LogisticRegression(C=1e8, tol=1e-10, max_iter=10_000).fit(s[:, None].double().numpy(), label.numpy())
     assert net.calibration.weight.item() == pytest.approx(float(ref.coef_[0, 0]), rel=1e-3)
     assert net.calibration.bias.item() == pytest.approx(float(ref.intercept_[0]), rel=1e-3, abs=1e-4)
+
+
+@pytest.mark.parametrize("dense", [1, 2, 3])
+def test_avol_dense_map_holds_the_coarse_map_on_its_lattice(dense):
+    """À trous: the same weights with the last pools at stride 1 and dilated layers give a map 2**dense times finer
+    that equals the coarse map at every 2**dense-th position (a fixed offset from the pools' padding sides)."""
+    torch.manual_seed(6)
+    coarse = AVOLNet(SMALL, embed_dim=8).eval()
+    for m in coarse.modules():  # non-trivial batch-norm statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    fine = AVOLNet(SMALL, embed_dim=8, dense=dense).eval()
+    fine.load_state_dict(coarse.state_dict())
+    image, spec = torch.rand(2, 3, 64, 64), torch.randn(2, 1, 33, 40)
+    with torch.no_grad():
+        a, b = coarse(image, spec), fine(image, spec)
+    s = 2**dense
+    assert b.shape == (2, 4 * s, 4 * s) and a.shape == (2, 4, 4)
+    offset = {1: 0, 2: 1, 3: 3}[dense]
+    torch.testing.assert_close(b[:, offset::s, offset::s], a)
+    assert not torch.allclose(b[:, offset + 1 :: s, offset::s], a)  # in between: other pooling windows
+
+
+def test_avol_dense_is_rejected_beyond_the_trunks_pools():
+    with pytest.raises(ValueError, match="dense must be 0, 1, 2 or 3"):
+        AVOLNet(SMALL, dense=4)
+
+
+@torch.no_grad()
+def test_avol_map_logits_with_one_embedding_for_every_image():
+    """map_logits(image, a) with a shared embedding is forward() with that embedding for every pair; the mean
+    training embedding gives an audio-free map (the image alone)."""
+    torch.manual_seed(7)
+    net = AVOLNet(SMALL, embed_dim=8, calibration_init=(0.5, 0.1)).eval()
+    image, spec = torch.rand(3, 3, 48, 48), torch.randn(3, 1, 33, 40)
+    a = net.embed_audio(spec)
+    torch.testing.assert_close(net.map_logits(image, a), net(image, spec))
+    shared = net.map_logits(image, a.mean(0))
+    v = net.embed_image_map(image)
+    ref = 0.5 * torch.einsum("bchw,c->bhw", v, a.mean(0)) + 0.1
+    torch.testing.assert_close(shared, ref)
+
+
+def test_avol_calibration_keeps_a_positive_weight_when_scores_do_not_predict():
+    """Labels unrelated to the scores: the fitted weight would be about 0 (or negative); calibrate_ standardises the
+    scores instead, so a larger scalar product still means "corresponds" (the AVOL analogue of Appendix B)."""
+    torch.manual_seed(8)
+    net = AVOLNet(SMALL, embed_dim=8)
+    image, spec = torch.rand(64, 3, 32, 32), torch.randn(64, 1, 33, 40)
+    with torch.no_grad():
+        s = torch.einsum("bchw,bc->bhw", net.embed_image_map(image), net.embed_audio(spec)).amax(dim=(1, 2))
+    label = (s.argsort().argsort() % 2).long()  # alternate along the scores' order: no relation to them
+    net.calibrate_(image, spec, label)
+    w, b = net.calibration.weight.item(), net.calibration.bias.item()
+    assert w == pytest.approx(1.0 / s.double().std().item(), rel=1e-4)
+    assert b == pytest.approx(-s.double().mean().item() / s.double().std().item(), rel=1e-4, abs=1e-6)

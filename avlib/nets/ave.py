@@ -14,6 +14,11 @@ convolutional versions of fc1/fc2, with no normalisation (so background position
 128-d vector is scored against the 128-d audio embedding by a scalar product, a 1×1 calibration conv (fc3 made
 convolutional) and a sigmoid give a 14×14 map of per-location correspondence, and its maximum over positions is the
 pair's correspondence score (multiple-instance learning). The map is the localization output.
+
+A finer map from the same weights (``dense``, used at the quick scale, where 64×64 frames give only a 4×4 grid): the
+last ``dense`` 2×2 pools of the vision trunk run at stride 1, and every layer after them is dilated by the factor
+removed (the *à trous* trick of Chen et al., DeepLab). The dense map then holds the coarse map exactly at every
+``2**dense``-th position and the shifted pooling windows in between: ``dense=2`` turns 4×4 into 16×16.
 """
 
 from __future__ import annotations
@@ -109,6 +114,8 @@ class AVOLNet(nn.Module):
         first_stride: stride of conv1_1 (2).
         calibration_init: initial (weight, bias) of the 1×1 calibration conv; the weight is positive so that a larger
             scalar product means "more likely to correspond" (the AVOL analogue of Appendix B's sign).
+        dense: how many of the vision trunk's last 2×2 pools run at stride 1 with the later layers dilated (0 in the
+            paper; each one doubles the map's resolution without changing a weight; see the module docstring).
 
     ``localize(image, spec) -> (B, H', W')`` probabilities (14×14 at full scale); ``forward`` returns the map's logits
     ``(B, H', W')``; ``correspondence_logit`` their maximum over positions ``(B,)``.
@@ -120,8 +127,12 @@ class AVOLNet(nn.Module):
         embed_dim: int = 128,
         first_stride: int = 2,
         calibration_init: tuple[float, float] = (1.0, 0.0),
+        dense: int = 0,
     ) -> None:
         super().__init__()
+        if not 0 <= int(dense) <= 3:
+            raise ValueError(f"AVOLNet: dense must be 0, 1, 2 or 3 (the trunk has three 2x2 pools); got {dense}")
+        self.dense = int(dense)
         self.vision = VGGSubnet(3, widths, first_stride)
         self.audio = VGGSubnet(1, widths, first_stride)
         c = self.vision.out_dim
@@ -138,14 +149,14 @@ class AVOLNet(nn.Module):
             self.calibration.bias.fill_(calibration_init[1])
 
     @classmethod
-    def from_avenet(cls, ave: AVENet, calibration_init: tuple[float, float] = (1.0, 0.0)) -> AVOLNet:
+    def from_avenet(cls, ave: AVENet, calibration_init: tuple[float, float] = (1.0, 0.0), dense: int = 0) -> AVOLNet:
         """An AVOL-Net that starts from a trained AVE-Net: the same trunks and audio head, and the vision head's fc1/fc2
         reshaped into the 1×1 convolutions conv5/conv6 (Fig. 4 builds AVOL-Net from AVE-Net exactly this way).
 
         Applied at every position, conv5/conv6 compute what fc1/fc2 computed on the pooled vector, so the map starts
         out as AVE-Net's embedding evaluated everywhere (before normalisation).
         """
-        net = cls(ave.widths, ave.embed_dim, ave.first_stride, calibration_init)
+        net = cls(ave.widths, ave.embed_dim, ave.first_stride, calibration_init, dense)
         net.vision.load_state_dict(ave.vision.state_dict())
         net.audio.load_state_dict(ave.audio.state_dict())
         net.audio_fc.load_state_dict(ave.audio_fc.state_dict())
@@ -163,6 +174,11 @@ class AVOLNet(nn.Module):
 
         Useful when the embeddings come from elsewhere (:meth:`from_avenet`): their scalar products have no natural
         scale, and a badly scaled conv7 makes the first steps of training undo what the embeddings know.
+
+        The weight must come out positive (a larger scalar product means "corresponds", the AVOL analogue of
+        Appendix B's sign). Where the scores barely predict the labels, the fit can give a weight near zero or of
+        the wrong sign, which would stall training; then the scores are standardised instead
+        (``w = 1 / std(s)``, ``b = -mean(s) / std(s)``).
         """
         sim = torch.einsum("bchw,bc->bhw", self.embed_image_map(image), self.embed_audio(spec)).amax(dim=(1, 2))
         x = torch.stack([sim.double(), torch.ones_like(sim, dtype=torch.float64)], dim=1)  # (B, 2)
@@ -174,12 +190,38 @@ class AVOLNet(nn.Module):
             grad = x.T @ (p - y)
             hess = (x * (p * (1 - p))[:, None]).T @ x + ridge
             theta -= torch.linalg.solve(hess, grad)
+        spread = float(sim.double().std().clamp_min(1e-6))
+        if float(theta[0]) * spread < 0.1:  # the logit would move by less than 0.1 per std of the scores
+            theta = torch.tensor([1.0 / spread, -float(sim.double().mean()) / spread], dtype=torch.float64)
         self.calibration.weight.fill_(float(theta[0]))
         self.calibration.bias.fill_(float(theta[1]))
 
+    def vision_maps(self, image: torch.Tensor) -> torch.Tensor:
+        """conv4_2 maps of the vision trunk ``(B, C, H', W')``; with ``dense`` > 0 the last pools run at stride 1
+        and the layers after them are dilated, so ``H', W'`` are ``2**dense`` times larger."""
+        if self.dense == 0:
+            return self.vision.forward_maps(image)
+        layers = list(self.vision.features)
+        pools = [i for i, layer in enumerate(layers) if isinstance(layer, nn.MaxPool2d)]
+        x, dilation = image, 1
+        for i, layer in enumerate(layers):
+            if i < pools[-self.dense]:
+                x = layer(x)
+            elif isinstance(layer, nn.MaxPool2d):  # the 2x2 window at every position, taps `dilation` apart
+                # the last pool looks right/down (max(x[p], x[p + d])), the earlier ones left/up, so the map's
+                # positions stay within half a cell of the pixel grid's cell centres
+                pad = (0, dilation, 0, dilation) if i == pools[-1] else (dilation, 0, dilation, 0)
+                x = F.pad(x, pad, value=float("-inf"))
+                x = F.max_pool2d(x, kernel_size=2, stride=1, dilation=dilation)
+                dilation *= 2
+            else:  # conv_bn_relu: the same 3x3 weights, taps `dilation` apart
+                conv, bn, relu = layer
+                x = relu(bn(F.conv2d(x, conv.weight, conv.bias, padding=dilation, dilation=dilation)))
+        return x
+
     def embed_image_map(self, image: torch.Tensor) -> torch.Tensor:
         """Per-position visual descriptors ``(B, embed_dim, H', W')`` of ``image (B, 3, H, W)``."""
-        return self.vision_conv(self.vision.forward_maps(image))
+        return self.vision_conv(self.vision_maps(image))
 
     def embed_audio(self, spec: torch.Tensor) -> torch.Tensor:
         """Audio embedding ``(B, embed_dim)`` (not normalised) of ``spec (B, 1, F, T)``."""
@@ -187,8 +229,13 @@ class AVOLNet(nn.Module):
 
     def forward(self, image: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
         """Calibrated similarity logits ``(B, H', W')`` between every visual position and the audio embedding."""
+        return self.map_logits(image, self.embed_audio(spec))
+
+    def map_logits(self, image: torch.Tensor, audio_embedding: torch.Tensor) -> torch.Tensor:
+        """``calibration(v_ij · a)`` ``(B, H', W')`` for a given audio embedding ``(B, embed_dim)`` or ``(embed_dim,)``
+        (one embedding for every image: e.g. the mean over many sounds, which gives a map of the image alone)."""
         v = self.embed_image_map(image)
-        a = self.embed_audio(spec)
+        a = audio_embedding.to(v.dtype).expand(v.shape[0], -1)
         sim = torch.einsum("bchw,bc->bhw", v, a)  # scalar products, (B, H', W')
         return self.calibration(sim.unsqueeze(1)).squeeze(1)
 
