@@ -13,6 +13,9 @@ one analysis frame (or one VGGish example) raises a ``ValueError`` that names th
 | :class:`DMCLogMel` | DMC | 4.975 s at 16 kHz → ``(B, 1, 496, 64)`` |
 | :class:`DSOLLogMel` | DSOL | 1 s at 16 kHz → ``(B, 1, 201, 64)`` (time × mel) |
 | :class:`CAVLLogFrequency` | CAVL | 10 s at 11.025 kHz → ``(B, 1, 512, 432)`` (log-frequency × time) |
+
+:class:`SeparationSTFT` is CAVL's frontend with the way back, for mask-based separation (Sound of Pixels, CAVL §3.3.2):
+the complex STFT, the log-frequency warp of magnitudes, the inverse warp of masks and the inverse STFT.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ __all__ = [
     "DMCLogMel",
     "DSOLLogMel",
     "L3LogSpectrogram",
+    "SeparationSTFT",
     "VGGishLogMel",
     "hz_to_mel_htk",
+    "inverse_log_frequency_matrix",
     "log_frequency_matrix",
     "make_frontend",
     "vggish_mel_matrix",
@@ -82,6 +87,22 @@ def log_frequency_matrix(n_in: int, n_out: int, base: float = 21.0) -> Tensor:
     w[rows, lo] = 1.0 - frac
     w[rows, lo + 1] += frac
     return w.to(torch.float32)
+
+
+def inverse_log_frequency_matrix(n_in: int, n_out: int, base: float = 21.0) -> Tensor:
+    """``(n_in, n_out)`` linear-interpolation weights from the ``n_out`` log-spaced bins of
+    :func:`log_frequency_matrix` back onto the ``n_in`` linear bins: linear bin ``k`` sits at the fractional log-bin
+    position ``j(k) = (n_out - 1) · log(1 + k / (n_in - 1) · (base - 1)) / log(base)``, the inverse of ``p_j``, and
+    takes the two log bins around it. This is how a mask predicted on the log-frequency grid is brought back to the
+    STFT's bins (Sound of Pixels warps it back by resampling on the inverse grid)."""
+    if n_in < 2 or n_out < 2:
+        raise ValueError(f"inverse_log_frequency_matrix: need n_in, n_out >= 2; got {n_in}, {n_out}")
+    if base <= 1:
+        raise ValueError(f"inverse_log_frequency_matrix: base must be > 1; got {base}")
+    k = torch.arange(n_in, dtype=torch.float64)
+    pos = ((n_out - 1) * torch.log1p(k / (n_in - 1) * (base - 1.0)) / math.log(base)).clamp(0.0, n_out - 1.0)
+    hat = 1.0 - (pos[:, None] - torch.arange(n_out, dtype=torch.float64)).abs()  # linear interpolation weights
+    return hat.clamp(min=0.0).to(torch.float32)
 
 
 class _Frontend(nn.Module):
@@ -254,6 +275,65 @@ class CAVLLogFrequency(_Frontend):
         wave = nn.functional.pad(wave, (0, padded - wave.shape[-1]))
         mag = self.spectrogram(wave)  # (B, F, T)
         return torch.log(torch.matmul(self.warp, mag) + self.eps)[:, None]
+
+
+class SeparationSTFT(CAVLLogFrequency):
+    """CAVL's spectrogram with the way back, for mask-based separation (CAVL §3.3.2, after Sound of Pixels).
+
+    The same STFT as :class:`CAVLLogFrequency` (periodic Hann of ``n_fft`` samples, hop ``hop_length``, the clip
+    zero-padded to whole hops, centred with zero padding), but complex, so that a separated source can be rebuilt
+    with the mixture's phase: ``wave (B, N) → stft → (B, F, T)`` complex with ``F = n_fft // 2 + 1``; magnitudes go
+    to the U-Net on the log-frequency grid (:meth:`log_input`, equal to :class:`CAVLLogFrequency`'s output); a mask
+    predicted there goes back to the linear grid (:meth:`unwarp`, :func:`inverse_log_frequency_matrix`), multiplies
+    the mixture's STFT and is inverted (:meth:`apply_mask`). Everything is batched on the module's device.
+
+    Waveforms at another rate (``input_sample_rate``) are brought to ``sample_rate`` by :meth:`prepare` first;
+    :meth:`stft` takes waveforms already at ``sample_rate``.
+    """
+
+    def __init__(self, sample_rate: int = 11025, n_fft: int = 1022, hop_length: int = 256, freq_bins: int = 512,
+                 eps: float = 1e-6, input_sample_rate: int | None = None) -> None:
+        super().__init__(sample_rate, n_fft, hop_length, freq_bins, eps, input_sample_rate)
+        self.n_fft = int(n_fft)
+        self.register_buffer("unwarp_matrix", inverse_log_frequency_matrix(n_fft // 2 + 1, freq_bins))
+
+    def stft(self, wave: Tensor) -> Tensor:
+        """``(B, N)`` float waveforms at ``sample_rate`` → ``(B, F, T)`` complex, ``T = 1 + ceil(N / hop)``."""
+        if wave.ndim != 2 or not wave.is_floating_point():
+            raise ValueError(f"SeparationSTFT.stft: wave must be a float (B, N) tensor; got {tuple(wave.shape)} "
+                             f"{wave.dtype}")
+        padded = math.ceil(wave.shape[-1] / self.hop_length) * self.hop_length
+        wave = nn.functional.pad(wave.float(), (0, padded - wave.shape[-1]))
+        return torch.stft(wave, self.n_fft, self.hop_length, window=self.spectrogram.window, center=True,
+                          pad_mode="constant", return_complex=True)
+
+    def istft(self, spec: Tensor, length: int) -> Tensor:
+        """``(B, F, T)`` complex → ``(B, length)`` waveforms: the inverse of :meth:`stft` (overlap-add)."""
+        padded = (spec.shape[-1] - 1) * self.hop_length
+        if length > padded:
+            raise ValueError(f"SeparationSTFT.istft: length {length} is longer than the {padded} samples that "
+                             f"{spec.shape[-1]} frames cover")
+        wave = torch.istft(spec, self.n_fft, self.hop_length, window=self.spectrogram.window, center=True,
+                           length=padded)
+        return wave[..., :length]
+
+    def to_log_frequency(self, mag: Tensor) -> Tensor:
+        """Linear-frequency magnitudes ``(..., F, T)`` → the log-frequency grid ``(..., freq_bins, T)``."""
+        return torch.matmul(self.warp, mag)
+
+    def log_input(self, mag: Tensor) -> Tensor:
+        """The U-Net's input from linear magnitudes ``(B, F, T)``: ``log(warped |X| + eps)`` as
+        ``(B, 1, freq_bins, T)``."""
+        return torch.log(self.to_log_frequency(mag) + self.eps)[:, None]
+
+    def unwarp(self, mask: Tensor) -> Tensor:
+        """A mask on the log-frequency grid ``(..., freq_bins, T)`` → the STFT's bins ``(..., F, T)``."""
+        return torch.matmul(self.unwarp_matrix, mask)
+
+    def apply_mask(self, mask: Tensor, mix_spec: Tensor, length: int) -> Tensor:
+        """The separated waveform ``(B, length)``: ``mask (B, freq_bins, T)`` brought back to the linear grid,
+        multiplying the mixture's complex STFT ``mix_spec (B, F, T)`` (so the mixture's phase is kept), inverted."""
+        return self.istft(self.unwarp(mask.float()) * mix_spec, length)
 
 
 _FRONTENDS = {
