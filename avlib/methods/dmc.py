@@ -110,5 +110,22 @@ class DMC(ClusteringMethod):
         sim = torch.einsum("akm,vkm->avk", F.normalize(ca, dim=-1), F.normalize(cv, dim=-1))  # every sound x image
         return contrast_score(sim)
 
+    def agreement(self, out: dict[str, Tensor], reference: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """How much each image's centers agree with the sound it was paired with, per center ``(B, k)``.
+
+        ``cosine``: ``s(c^a_j, c^v_j)``, what Eq. 8 pushes up for true pairs. ``contrast``: that cosine minus the
+        mean cosine of the image's center j with the *other* sounds of ``reference`` (outputs on the same images
+        with their true sounds; default ``out`` itself), i.e. the contrast rule's score. Passing outputs for
+        negative audio (silence, noise, an off-screen sound) as ``out`` and the true pairs as ``reference`` asks
+        whether the model can tell a real sound from a negative one.
+        """
+        ref = out if reference is None else reference
+        cos = dmc_center_similarity(out["centers_a"], out["centers_v"])  # (B, k)
+        sim = torch.einsum("akm,vkm->avk", F.normalize(ref["centers_a"], dim=-1),
+                           F.normalize(out["centers_v"], dim=-1))  # reference sounds x images
+        b = sim.shape[0]
+        own = torch.diagonal(sim, dim1=0, dim2=1).T  # (B, k): each image with its reference sound
+        return {"cosine": cos, "contrast": cos - (sim.sum(0) - own) / (b - 1)}
+
 
 register(DMC())
