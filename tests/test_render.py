@@ -259,13 +259,15 @@ _FIGURES_JS = """
     g.querySelectorAll('path.point').length > 0 || g.querySelectorAll('g.textpoint text').length > 0).length;
   const drawnBars = Array.from(gd.querySelectorAll('.barlayer g.trace')).filter(g =>
     Array.from(g.querySelectorAll('path')).some(p => len(p, 'd') > 5)).length;
+  const drawnBoxes = Array.from(gd.querySelectorAll('.boxlayer g.trace')).filter(g =>
+    Array.from(g.querySelectorAll('path')).some(p => len(p, 'd') > 5)).length;
   const images = sel => Array.from(gd.querySelectorAll(sel)).filter(im => len(im, 'href') > 100).length;
   const box = gd.getBoundingClientRect();
   return {
     index, id: gd.id, visible, width: box.width, height: box.height,
     svg: !!gd.querySelector('.main-svg'),
     drawn: {
-      scatter: drawnScatter, bar: drawnBars, histogram: drawnBars,
+      scatter: drawnScatter, bar: drawnBars, histogram: drawnBars, box: drawnBoxes,
       heatmap: images('.heatmaplayer image'), image: images('.imagelayer image'),
       table: gd.querySelectorAll('.table .cell-text').length > 0 ? (visible.table || 0) : 0,
     },
