@@ -157,7 +157,11 @@ def test_bench_shortcut_trains_through_the_methods_route(monkeypatch):
     small = quick.replace(steps=2, batch_size=8, data={**quick.data, "size": 36}, train_clips=24)
     monkeypatch.setitem(ave.presets, "quick", small)
     r = bench_shortcut.run_seed(0, "quick", remedy=False)
-    assert set(r) == {"seed", "frame_aligned", "naive", "acc_gap", "retrieval_gap", "holds"}
+    assert set(r) == {"seed", "frame_aligned", "naive", "acc_gap", "retrieval_gap", "holds", "chapter_asserts"}
+    # the chapter's section-3 asserts, recomputed here from the numbers: the first one with its 0.05 margin
+    asserts = r["chapter_asserts"]
+    assert len(asserts) == 6 and all(isinstance(v, bool) for v in asserts.values())
+    assert asserts["naive AVC > aligned AVC + 0.05"] == (r["naive"]["acc_own"] > r["frame_aligned"]["acc_own"] + 0.05)
     for name in ("frame_aligned", "naive"):
         assert 0 <= r[name]["acc_own"] <= 1 and 0 <= r[name]["phase_probe"] <= 1
         assert set(r[name]["grid"]) == {"pos_on", "pos_off", "neg_on", "neg_off", "acc_on", "acc_off"}
