@@ -23,8 +23,6 @@ seed plus a summary with each quantity's range over the seeds.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -46,6 +44,9 @@ from avlib.eval.localization import (
 )
 from avlib.methods import get_method, train
 from avlib.metrics import boxes_to_masks
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import seeds  # noqa: E402
 
 # the margins chapter 3 asserts (section 4); a claim holds for a seed when its left side exceeds the right by them.
 # Pointing against the audio-free map and against a random point is reported, not claimed: on seed 2 of the quick
@@ -148,31 +149,24 @@ def run_seed(seed: int, scale: str | None, runs: str | None = None) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--scale", default=None, help="quick | colab | full (default: AVLIB_SCALE, else quick)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--runs", default=None, help="keep the runs here, in chapter 3's layout (reused if complete)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    results = []
-    for seed in args.seeds:
-        res = run_seed(seed, args.scale, args.runs)
-        results.append(res)
-        print(json.dumps(res), flush=True)
+def summarise(results: list[dict]) -> dict:
+    """The per-seed numbers side by side, the failed claims, ``all_hold``."""
     keys = ["pointing", "pointing_random", "pointing_audio_free", "pointing_silent", "prefers_own",
             "prefers_audio_free", "prefers_swapped", "avc_accuracy"]
-    summary = {"seeds": args.seeds, **{k: [round(r[k], 3) for r in results] for k in keys}}
+    summary = {**{k: [round(r[k], 3) for r in results] for k in keys}}
     for p in PROTOCOLS:
         for score in ("ciou50", "auc"):
             summary[f"{score} ({p})"] = {row: [round(r[f"{score} ({p})"][row], 3) for r in results]
                                          for row in results[0][f"{score} ({p})"]}
     summary["claims"] = {c: [r["holds"][c] for r in results] for c in MARGINS}
     summary["all_hold"] = all(all(v) for v in summary["claims"].values())
-    print(json.dumps(summary), flush=True)
-    return 0 if summary["all_hold"] else 1
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = seeds.parser(__doc__)
+    args = p.parse_args(argv)
+    return seeds.run(args, lambda seed: run_seed(seed, args.scale, args.runs), summarise)
 
 
 if __name__ == "__main__":

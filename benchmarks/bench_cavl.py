@@ -17,15 +17,14 @@ For each seed: CAVL trained through ``avlib.methods.train`` at the chapter's con
 It checks the claims the chapter asserts, with the chapter's margins (below), for every seed, and prints one JSON line
 per seed plus a summary; the exit status is 1 if a claim fails on some seed.
 
-    AVLIB_SCALE=quick .venv/bin/python benchmarks/bench_cavl.py --seeds 0 1 2 [--threads 2] [--out DIR]
+    AVLIB_SCALE=quick .venv/bin/python benchmarks/bench_cavl.py --seeds 0 1 2 [--threads 2] [--runs DIR]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -35,12 +34,16 @@ from avlib.cluster import soft_kmeans
 from avlib.eval.localization import (
     PROTOCOLS,
     negative_audio,
+    off_screen_index,
     pick_center_maps,
     score_maps,
     sounding_vs_silent,
     upsample_maps,
 )
 from avlib.methods import get_method, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import seeds  # noqa: E402
 
 # margins the chapter asserts (chapter 2, sections 2.5 and 2.6), on cIoU@0.5 at the fixed cut unless named
 OVER_UNALIGNED = 0.25  # aligned center over the unaligned one
@@ -49,13 +52,6 @@ OVER_WHOLE_IMAGE = 0.25  # aligned center over the whole image
 AUDIO_FREE_GAP = 0.1  # |aligned - audio-free rule|: on single-source scenes the sound adds (almost) nothing
 SILENT_KV3_OVER_IMAGE = 0.1  # prefers_sounding with k_v = 3: Eq. 7 over the audio-free rule
 NEGATIVE_AUROC = 0.6  # S_av separates each kind of negative audio from the true sound better than chance
-
-
-def off_screen(label: Tensor) -> Tensor:
-    """For each scene, the next scene (cyclically) whose sounding category differs: its audio is off-screen."""
-    n = label.shape[0]
-    order = (torch.arange(n)[:, None] + torch.arange(1, n)[None]) % n  # (n, n - 1): the other scenes, in turn
-    return order[torch.arange(n), (label[order] != label[:, None]).float().argmax(1)]
 
 
 def s_av(out: dict[str, Tensor]) -> Tensor:
@@ -119,7 +115,7 @@ def run_seed(seed: int, scale: str | None, out_dir: str | None) -> dict:
     res["negative"] = {}
     for kind, audio in (("silence", negative_audio(test["audio"], "silence")),
                         ("noise", negative_audio(test["audio"], "noise", seed=seed)),
-                        ("off-screen", test["audio"][off_screen(test["label"])])):
+                        ("off-screen", test["audio"][off_screen_index(test["label"])])):
         o = method.forward(cfg, model, {**test, "audio": audio})
         neg = s_av(o)
         chosen = method.localize(cfg, o, "paper", size)
@@ -150,23 +146,10 @@ def checks(res: dict) -> dict[str, bool]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--scale", default=None, help="quick | colab | full (default: AVLIB_SCALE, else quick)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", default=None, help="keep each seed's run in DIR/seed<k> (and resume it)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    results = []
-    for seed in args.seeds:
-        res = run_seed(seed, args.scale, args.out)
-        results.append(res)
-        print(json.dumps(res), flush=True)
+def summarise(results: list[dict]) -> dict:
+    """The per-seed numbers side by side, the failed claims, ``all_hold``."""
     fixed = [r["localization"]["fixed cut 0.5"] for r in results]
     summary = {
-        "seeds": args.seeds,
         "aligned_ciou50": [round(f["aligned"]["ciou50"], 3) for f in fixed],
         "unaligned_ciou50": [round(f["unaligned"]["ciou50"], 3) for f in fixed],
         "audio_free_ciou50": [round(f["audio-free"]["ciou50"], 3) for f in fixed],
@@ -175,8 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         "failed": {r["seed"]: [k for k, ok in r["checks"].items() if not ok] for r in results},
         "all_hold": all(r["holds"] for r in results),
     }
-    print(json.dumps(summary), flush=True)
-    return 0 if summary["all_hold"] else 1
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = seeds.parser(__doc__)
+    args = p.parse_args(argv)
+    return seeds.run(args, lambda seed: run_seed(seed, args.scale, args.runs), summarise)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,12 @@ the world with seed k + 2):
 It checks the claims the chapter asserts, with the chapter's margins, prints one JSON line per seed and a summary;
 the exit status is 1 if a claim fails on some seed.
 
-    AVLIB_SCALE=quick .venv/bin/python benchmarks/bench_curriculum.py --seeds 0 1 2 [--threads 1] [--out DIR]
+    AVLIB_SCALE=quick .venv/bin/python benchmarks/bench_curriculum.py --seeds 0 1 2 [--threads N] [--runs DIR]
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import sys
 import tempfile
 import time
@@ -39,6 +37,9 @@ from avlib.losses import alignment_score_matrix
 from avlib.methods import get_method, train
 from avlib.methods.run import load
 from avlib.runtime import choose_scale
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import seeds  # noqa: E402
 
 STEPS = 100  # per level and per comparison run, as in the chapter
 LEVEL_LR_DECAY = 0.5  # the chapter's factor per level (the paper: 0.1)
@@ -154,26 +155,17 @@ def run_seed(seed: int, scale: str | None, out: str | None) -> dict:
             "checks": checks, "holds": all(checks.values())}
 
 
+def summarise(results: list[dict]) -> dict:
+    """The per-seed numbers side by side, the failed claims, ``all_hold``."""
+    return {"matching": {k: [r["matching"][k] for r in results] for k in results[0]["matching"]},
+            "failed": {r["seed"]: [k for k, ok in r["checks"].items() if not ok] for r in results},
+            "all_hold": all(r["holds"] for r in results)}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--scale", default=None, help="quick | colab | full (default: AVLIB_SCALE, else quick)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", default=None, help="keep each seed's runs in DIR/seed<k> (and resume them)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    results = []
-    for seed in args.seeds:
-        res = run_seed(seed, args.scale, args.out)
-        results.append(res)
-        print(json.dumps(res), flush=True)
-    summary = {"seeds": args.seeds,
-               "matching": {k: [r["matching"][k] for r in results] for k in results[0]["matching"]},
-               "failed": {r["seed"]: [k for k, ok in r["checks"].items() if not ok] for r in results},
-               "all_hold": all(r["holds"] for r in results)}
-    print(json.dumps(summary), flush=True)
-    return 0 if summary["all_hold"] else 1
+    p = seeds.parser(__doc__)
+    args = p.parse_args(argv)
+    return seeds.run(args, lambda seed: run_seed(seed, args.scale, args.runs), summarise)
 
 
 if __name__ == "__main__":

@@ -16,21 +16,22 @@ With ``--k3`` it also trains k = 3 centers and runs the silent-object test on th
 claims with the margins the chapter asserts (the constants below), prints one JSON line per seed and a summary, and
 exits with 1 if a claim fails on some seed.
 
-    AVLIB_SCALE=quick .venv/bin/python benchmarks/bench_dmc.py --seeds 0 1 2 [--k3] [--threads 2] [--out DIR]
+    AVLIB_SCALE=quick .venv/bin/python benchmarks/bench_dmc.py --seeds 0 1 2 [--k3] [--threads 2] [--runs DIR]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from avlib.eval.localization import PROTOCOLS, negative_audio, score_maps, sounding_vs_silent
+from avlib.eval.localization import PROTOCOLS, negative_audio, off_screen_index, score_maps, sounding_vs_silent
 from avlib.methods import get_method, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import seeds  # noqa: E402
 
 # margins the chapter asserts (chapter 1, sections 1.7 and 1.8), in cIoU@0.5 (fixed cut) unless named otherwise
 RELATED_OVER_UNRELATED = 0.25  # contrast rule: related center vs unrelated center
@@ -46,16 +47,6 @@ def auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
     """ROC AUC of scores ``pos`` (real) against ``neg`` (negative): P(real > negative) + P(tie) / 2."""
     diff = pos.double()[:, None] - neg.double()[None, :]
     return float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
-
-
-def off_screen(audio: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """For each scene, the audio of the next scene (cyclically) whose sounding category differs from its own."""
-    n = len(label)
-    pick = []
-    for i in range(n):
-        j = next(j % n for j in range(i + 1, i + n) if label[j % n] != label[i])
-        pick.append(j)
-    return audio[torch.tensor(pick)]
 
 
 def measure(cfg, model, seed: int) -> dict:
@@ -81,7 +72,7 @@ def measure(cfg, model, seed: int) -> dict:
     real_cos = real["cosine"].gather(1, loc["contrast"]["related_index"][:, None])[:, 0]
     neg_sounds = {"silence": negative_audio(test["audio"], "silence"),
                   "noise": negative_audio(test["audio"], "noise", seed=seed),
-                  "off-screen": off_screen(test["audio"], test["label"])}
+                  "off-screen": test["audio"][off_screen_index(test["label"])]}
     res["negative"] = {}
     for kind, audio in neg_sounds.items():
         neg_out = method.forward(cfg, model, {**test, "audio": audio})
@@ -150,25 +141,11 @@ def run_seed(seed: int, scale: str | None, k3: bool, out_dir: Path | None) -> di
     return res
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--scale", default=None, help="quick | colab | full (default: AVLIB_SCALE, else quick)")
-    parser.add_argument("--k3", action="store_true", help="also train k = 3 centers for the silent-object test")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", type=Path, default=None, help="keep the runs here (a rerun loads them)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    results = []
-    for seed in args.seeds:
-        res = run_seed(seed, args.scale, args.k3, args.out)
-        results.append(res)
-        print(json.dumps(res), flush=True)
+def summarise(results: list[dict]) -> dict:
+    """The per-seed numbers side by side, the failed claims, ``all_hold``."""
     ok = all(r["holds"] for r in results)
     fixed = [r["fixed cut 0.5"] for r in results]
     summary = {
-        "seeds": args.seeds,
         "related_minus_unrelated": [round(f["contrast"]["ciou50"] - f["contrast_unrelated"]["ciou50"], 4)
                                     for f in fixed],
         "related_minus_centred": [round(f["contrast"]["ciou50"] - f["centred box (half the image)"]["ciou50"], 4)
@@ -180,8 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         "failed": {r["seed"]: [c for c, ok_ in r["claims"].items() if not ok_] for r in results},
         "all_hold": ok,
     }
-    print(json.dumps(summary), flush=True)
-    return 0 if ok else 1
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = seeds.parser(__doc__)
+    p.add_argument("--k3", action="store_true", help="also train k = 3 centers for the silent-object test")
+    args = p.parse_args(argv)
+    return seeds.run(args, lambda seed: run_seed(seed, args.scale, args.k3, args.runs), summarise)
 
 
 if __name__ == "__main__":

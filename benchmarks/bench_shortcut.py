@@ -20,13 +20,9 @@ seeds 0 1 2: accuracy gap 0.24 / 0.06 / 0.27, retrieval gap 0.013 / 0.042 / 0.03
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 from avlib.audio import make_frontend
 from avlib.data import AVCPairs
@@ -35,6 +31,9 @@ from avlib.eval.avc import avc_accuracy_on, clip_features
 from avlib.eval.representation import retrieval_ndcg
 from avlib.eval.shortcut import grid_offset_test, grid_phase_probe
 from avlib.methods import get_method, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import seeds  # noqa: E402
 
 # margins the chapter asserts (chapter 3, section 3)
 ACC_MARGIN = 0.05
@@ -123,32 +122,24 @@ def runs_of(r: dict) -> list[str]:
     return [k for k in ("frame_aligned", "naive", "naive+misalign") if k in r]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--scale", default=None, help="quick | colab | full (default: AVLIB_SCALE, else quick)")
-    parser.add_argument("--remedy", action="store_true", help="also train naive negatives + L3 misalignment")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--runs", default=None, help="keep the runs here, in chapter 3's layout (reused if complete)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    results = []
-    for seed in args.seeds:
-        res = run_seed(seed, args.scale, args.remedy, args.runs)
-        results.append(res)
-        print(json.dumps(res), flush=True)
+def summarise(results: list[dict]) -> dict:
+    """The per-seed numbers side by side, the failed claims, ``all_hold``."""
     ok = all(r["holds"] for r in results)
     summary = {
-        "seeds": args.seeds,
         "acc_gap": [round(r["acc_gap"], 4) for r in results],
         "retrieval_gap": [round(r["retrieval_gap"], 4) for r in results],
         "all_hold": ok,
         "chapter_asserts": {k: [r["chapter_asserts"][k] for r in results] for k in results[0]["chapter_asserts"]},
         "phase_probe": {k: [round(r[k]["phase_probe"], 3) for r in results] for k in runs_of(results[0])},
     }
-    print(json.dumps(summary), flush=True)
-    return 0 if ok else 1
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = seeds.parser(__doc__)
+    p.add_argument("--remedy", action="store_true", help="also train naive negatives + L3 misalignment")
+    args = p.parse_args(argv)
+    return seeds.run(args, lambda seed: run_seed(seed, args.scale, args.remedy, args.runs), summarise)
 
 
 if __name__ == "__main__":

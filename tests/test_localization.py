@@ -11,7 +11,7 @@ from avlib import metrics
 from avlib.audio import first_example, make_frontend
 from avlib.data import ClipDataset, SynthOrchestra, write_clips
 from avlib.data.views import ClipPairs, clip_tensors, fit_length, scene_tensors
-from avlib.eval.localization import compute_maps, localization_report, score_maps
+from avlib.eval.localization import compute_maps, localization_report, off_screen_index, score_maps
 from avlib.methods import get_method
 from avlib.vision import CAVLImageTransform, DMCImageTransform
 
@@ -171,3 +171,14 @@ def test_clips_are_cut_or_padded_to_the_configs_seconds(tmp_path):
     assert torch.equal(fit_length(clips[0]["audio"], 7), clips[0]["audio"][:7])
     tail = first_example(frontend, padded[None])[..., -3:]
     assert float(tail.max()) == pytest.approx(float(torch.log(torch.tensor(1e-6))), abs=1e-3)  # silence
+
+
+def test_off_screen_index_is_the_next_scene_of_another_category():
+    label = torch.tensor([3, 3, 5, 3, 7])
+    assert off_screen_index(label).tolist() == [2, 2, 3, 4, 0]  # by hand: cyclically, the first later other label
+    g = torch.Generator().manual_seed(0)
+    label = torch.randint(0, 3, (40,), generator=g)
+    naive = [next(j % 40 for j in range(i + 1, i + 40) if label[j % 40] != label[i]) for i in range(40)]
+    assert off_screen_index(label).tolist() == naive
+    with pytest.raises(ValueError, match="same category"):
+        off_screen_index(torch.full((4,), 2))

@@ -21,7 +21,7 @@ from avlib import metrics
 from avlib.eval.avc import audio_window, middle_frame, model_device
 
 __all__ = ["NO_BOXES", "PROTOCOLS", "box_mass", "center_hits", "contrast_score", "localization_report",
-           "localization_set", "negative_audio", "pick_center_maps", "pointing_hits", "score_maps",
+           "localization_set", "negative_audio", "off_screen_index", "pick_center_maps", "pointing_hits", "score_maps",
            "sounding_vs_silent", "upsample_maps"]
 
 NO_BOXES = "not scored: localization needs sounding-object boxes ('boxes' and 'sounding' in the clip manifest)"
@@ -116,7 +116,7 @@ def negative_audio(audio: Tensor, kind: str, seed: int = 0) -> Tensor:
     """Audio in which no visible object sounds, ``(B, N)`` like ``audio``.
 
     ``kind``: ``"silence"`` (zeros) or ``"noise"`` (white noise at each clip's own RMS level). For an off-screen
-    sound, pass the audio of scenes whose categories are not in the picture instead.
+    sound, pass ``audio[off_screen_index(label)]`` instead.
     """
     if kind == "silence":
         return torch.zeros_like(audio)
@@ -125,6 +125,19 @@ def negative_audio(audio: Tensor, kind: str, seed: int = 0) -> Tensor:
         noise = torch.randn(audio.shape, generator=torch.Generator().manual_seed(seed))
         return (noise * rms).to(audio.dtype)
     raise ValueError(f"negative_audio: kind must be 'silence' or 'noise'; got {kind!r}")
+
+
+def off_screen_index(label: Tensor) -> Tensor:
+    """For each scene, the next scene (cyclically) whose sounding category differs from its own, ``(B,)``.
+
+    ``label``: ``(B,)`` category of each scene's sounding object; at least two categories must be present. The audio of
+    scene ``off_screen_index(label)[i]`` is an *off-screen* sound for scene ``i``: its instrument is not in the picture.
+    """
+    n = label.shape[0]
+    if n == 0 or bool((label == label[0]).all()):
+        raise ValueError("off_screen_index: every scene has the same category; no sound is off-screen")
+    later = (torch.arange(n)[:, None] + torch.arange(1, n)[None]) % n  # (B, B - 1): the other scenes, in turn
+    return later[torch.arange(n), (label[later] != label[:, None]).float().argmax(1)]
 
 
 def localization_set(source: Any, clips: Sequence[int], window_seconds: float = 1.0) -> dict[str, torch.Tensor]:
