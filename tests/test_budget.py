@@ -31,3 +31,13 @@ def test_the_colab_scale_on_a_cpu_adds_a_labelled_t4_estimate() -> None:
     cfg = get_method("dmc").config("colab", steps=10)
     line = expected_time(cfg, timed_steps=1)["line"]
     assert "on a Colab T4 about" in line and "an estimate" in line
+
+
+def test_a_staged_run_is_the_sum_of_its_stages() -> None:
+    cfg = get_method("cavl").config("quick", levels=(1, 2), steps=5)
+    plans = get_method("cavl").stages(cfg)
+    one = [expected_time(p.cfg.replace(levels=(p.cfg.k_audio,)), timed_steps=1) for p in plans]
+    got = expected_time(cfg, timed_steps=1)
+    assert abs(got["flops_per_step"] * 10 - sum(o["flops_per_step"] * 5 for o in one)) <= 1e-6 * got["flops_per_step"]
+    assert one[1]["flops_per_step"] != one[0]["flops_per_step"]  # k_a = 2 clusters more than k_a = 1
+    assert "10 steps in 2 stages (c1, c2)" in got["line"]

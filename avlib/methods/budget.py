@@ -2,10 +2,11 @@
 a Colab T4 from the step's FLOPs.
 
 :func:`expected_time` builds the method's model, counts the FLOPs of one whole optimisation step (forward and
-backward, ``torch.utils.flop_counter``) and times a few steps here; the run's time is that step time times its
-steps. For the ``colab`` scale on a machine without a GPU it adds an estimate for a Tesla T4 (65 TFLOP/s of fp16
-tensor-core peak; :data:`T4_SUSTAINED` of it sustained, an assumption, labelled as one). Nothing it does changes the
-random state the run will start from.
+backward, ``torch.utils.flop_counter``) and times a few steps here, for each of the run's training stages (a
+curriculum's levels differ in cost); the run's time is the sum over stages of step time times steps. For the
+``colab`` scale on a machine without a GPU it adds an estimate for a Tesla T4 (65 TFLOP/s of fp16 tensor-core peak;
+:data:`T4_SUSTAINED` of it sustained, an assumption, labelled as one). Nothing it does changes the random state the
+run will start from.
 """
 
 from __future__ import annotations
@@ -19,18 +20,15 @@ from avlib.engine import StepModule, autocast, resolve_precision, to_device, tra
 from avlib.methods.base import MethodConfig, get_method
 from avlib.runtime import select_device
 
-__all__ = ["T4_PEAK", "T4_SUSTAINED", "expected_time"]
+__all__ = ["T4_PEAK", "T4_SUSTAINED", "expected_time", "step_cost"]
 
 T4_PEAK = 65e12  # fp16 tensor-core FLOP/s of a Tesla T4 (NVIDIA's data sheet)
 T4_SUSTAINED = 0.3  # the fraction of it small convolutional nets sustain: an assumption, not a measurement
 
 
-def expected_time(cfg: MethodConfig, timed_steps: int = 2) -> dict[str, float | str]:
-    """Measure one optimisation step of ``cfg`` (at its per-device batch) and extrapolate to ``cfg.steps``.
-
-    Returns ``seconds_per_step`` and ``minutes`` (measured here), ``flops_per_step``, ``t4_minutes`` (the estimate)
-    and ``line``, a sentence for a chapter to print.
-    """
+def step_cost(cfg: MethodConfig, timed_steps: int = 2) -> tuple[float, float]:
+    """``(seconds, flops)`` of one optimisation step of ``cfg`` on this device, at its global batch (the per-device
+    batch measured, times the accumulation steps that make up the global one)."""
     method, device = get_method(cfg.method), select_device()
     batch_size = cfg.micro_batch or cfg.batch_size
     accum = max(cfg.batch_size // batch_size, 1)
@@ -53,13 +51,27 @@ def expected_time(cfg: MethodConfig, timed_steps: int = 2) -> dict[str, float | 
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
-    per_step = min(times) * accum
-    flops = counter.get_total_flops() * accum
-    minutes = per_step * cfg.steps / 60
-    t4_minutes = flops * cfg.steps / (T4_PEAK * T4_SUSTAINED) / 60
-    line = (f"{cfg.method} at the {cfg.scale} scale: {cfg.steps} steps of {flops / 1e9:.1f} GFLOP; about "
-            f"{minutes:.1f} min here ({per_step * 1000:.0f} ms a step, measured on {device.type})")
-    if cfg.scale == "colab" and device.type != "cuda":
+    return min(times) * accum, float(counter.get_total_flops() * accum)
+
+
+def expected_time(cfg: MethodConfig, timed_steps: int = 2) -> dict[str, float | str]:
+    """Measure one optimisation step of each of ``cfg``'s training stages (at its per-device batch) and extrapolate
+    to the stages' steps.
+
+    Returns ``seconds_per_step`` and ``flops_per_step`` (means over the run's steps), ``minutes`` (measured here),
+    ``t4_minutes`` (the estimate) and ``line``, a sentence for a chapter to print.
+    """
+    plans = get_method(cfg.method).stages(cfg)
+    costs = [step_cost(p.cfg, timed_steps) for p in plans]
+    steps = sum(p.cfg.steps for p in plans)
+    seconds = sum(c[0] * p.cfg.steps for c, p in zip(costs, plans, strict=True))
+    flops = sum(c[1] * p.cfg.steps for c, p in zip(costs, plans, strict=True))
+    minutes, t4_minutes = seconds / 60, flops / (T4_PEAK * T4_SUSTAINED) / 60
+    staged = f" in {len(plans)} stages ({', '.join(p.name for p in plans)})" if len(plans) > 1 else ""
+    line = (f"{cfg.method} at the {cfg.scale} scale: {steps} steps{staged} of {flops / steps / 1e9:.1f} GFLOP; "
+            f"about {minutes:.1f} min here ({seconds / steps * 1000:.0f} ms a step, measured on "
+            f"{select_device().type})")
+    if cfg.scale == "colab" and select_device().type != "cuda":
         line += f"; on a Colab T4 about {t4_minutes:.1f} min (an estimate, at {T4_SUSTAINED:.0%} of its fp16 peak)"
-    return {"seconds_per_step": per_step, "minutes": minutes, "flops_per_step": float(flops),
+    return {"seconds_per_step": seconds / steps, "minutes": minutes, "flops_per_step": flops / steps,
             "t4_minutes": t4_minutes, "line": line}
