@@ -47,25 +47,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import av
 import numpy as np
-import soundfile as sf
 from PIL import Image
 
+from avlib.data.video import UnusableVideo, decode_video, write_clip_folders
+from avlib.data.video import clip_spans as cut_spans
+
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv"}
-MANIFEST = "manifest.jsonl"  # the name avlib.data.clips reads (kept here so the script runs without avlib)
+MANIFEST = "manifest.jsonl"  # the name avlib.data.clips reads
 CLIPS = "clips"
 
 
-class Skip(Exception):
-    """A video that cannot become clips; the message says why, on one line."""
+Skip = UnusableVideo  # a video that cannot become clips; the message says why, on one line
 
 
 def log(message: str) -> None:
@@ -78,137 +76,21 @@ def clip_id(rel: Path) -> str:
     return re.sub(r"[^\w.-]", "_", rel.as_posix())
 
 
-def _resize(image: Image.Image, size: int) -> Image.Image:
-    if size <= 0:
-        return image
-    w, h = image.size
-    scale = size / min(w, h)
-    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-
-
-def truncation(container: av.container.InputContainer, streams: Sequence[av.stream.Stream],
-               ends: Sequence[float | None], max_missing: float) -> str | None:
-    """Why the decoded ``streams`` (which ended at times ``ends``, in s; ``None``: no timestamps) look truncated, or
-    ``None``.
-
-    Each stream with a stated duration must reach its own stated end; when no stream states one, the longer stream
-    must reach the container's stated end. Nothing is checked where a duration or a decoded end is unknown.
-    """
-    for name, s, end in zip(("video", "audio"), streams, ends, strict=True):
-        if s.duration is not None and s.time_base is not None and end is not None:
-            want = float(((s.start_time or 0) + s.duration) * s.time_base)
-            if want - end > max_missing:
-                return f"the {name} stream ends at {end:.2f} s but the file says {want:.2f} s"
-    known = [end for end in ends if end is not None]
-    if all(s.duration is None for s in streams) and container.duration is not None and known:
-        want = ((container.start_time or 0) + container.duration) / av.time_base
-        if want - max(known) > max_missing:
-            return f"the streams end at {max(known):.2f} s but the file says {want:.2f} s"
-    return None
-
-
-def decode_video(path: Path, fps: float, size: int, sample_rate: int,
-                 max_missing: float) -> tuple[np.ndarray, dict[int, Image.Image]]:
-    """Decode the first video and audio streams of ``path`` in one pass: ``audio (N,)`` float32 mono at
-    ``sample_rate``, and ``frames`` ``{k: image}``.
-
-    Frames are sampled at ``fps``: frame ``k`` is the first decoded frame whose time is ``>= k / fps`` (times
-    relative to the first frame), resized to short side ``size`` (0 keeps the size). Audio is down-mixed to mono and
-    resampled to ``sample_rate``. Raises :class:`Skip` when a stream is missing or empty, or when the decoded streams
-    end more than ``max_missing`` seconds before the end the container states (a truncated file).
-    """
-    frames: dict[int, Image.Image] = {}
-    chunks: list[np.ndarray] = []
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise Skip("no video stream")
-        if not container.streams.audio:
-            raise Skip("no audio stream")
-        vstream, astream = container.streams.video[0], container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        start = None
-        video_end = audio_end = None
-        frame_period = 1.0 / float(vstream.average_rate) if vstream.average_rate else 0.0
-        for packet in container.demux(vstream, astream):
-            for frame in packet.decode():
-                if isinstance(frame, av.AudioFrame):
-                    if frame.time is not None:
-                        audio_end = frame.time + frame.samples / frame.sample_rate
-                    chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
-                    continue
-                if frame.time is None:
-                    continue
-                video_end = frame.time + frame_period
-                start = frame.time if start is None else start
-                k = int(np.ceil((frame.time - start) * fps - 1e-6))
-                # this decoded frame is the first at or after time k / fps for every k not yet filled up to here
-                first = max(frames) + 1 if frames else 0
-                if k < first:
-                    continue
-                image = _resize(frame.to_image(), size)
-                for j in range(first, k + 1):
-                    frames[j] = image
-        chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))  # flush its buffer
-        if not frames:
-            raise Skip("the video stream decodes to no frames")
-        if not chunks:
-            raise Skip("the audio stream decodes to no samples")
-        why = truncation(container, [vstream, astream], [video_end, audio_end], max_missing)
-    if why:
-        raise Skip(f"truncated? {why} (more than --max-missing-seconds {max_missing:g} missing)")
-    return np.concatenate(chunks).astype(np.float32), frames
-
-
 def clip_spans(n_samples: int, n_frames: int, args: argparse.Namespace) -> list[tuple[float, float]]:
     """The ``(start, end)`` times (s) of the clips of a decoded video."""
     if args.clip_seconds <= 0:
         return [(0.0, n_samples / args.sample_rate)]
-    duration = min(n_samples / args.sample_rate, n_frames / args.fps)
-    n_clips = int(duration // args.clip_seconds)
-    if n_clips == 0:
-        raise Skip(f"{duration:.2f} s is shorter than --clip-seconds {args.clip_seconds:g}")
-    return [(c * args.clip_seconds, (c + 1) * args.clip_seconds) for c in range(n_clips)]
+    return cut_spans(min(n_samples / args.sample_rate, n_frames / args.fps), args.clip_seconds)
 
 
 def write_video_clips(audio: np.ndarray, frames: dict[int, Image.Image], source: Path, out: Path, base_id: str,
                       args: argparse.Namespace, label: int | None, label_name: str | None) -> list[dict]:
     """Write the clip folders of one decoded video (each built in ``clips/.partial-ID``, then renamed into place,
     never over an existing folder); returns their manifest rows."""
-    n_frames = max(frames) + 1
-    spans = clip_spans(audio.size, n_frames, args)
+    spans = clip_spans(audio.size, max(frames) + 1, args)
     ids = [base_id] if args.clip_seconds <= 0 else [f"{base_id}_{c:04d}" for c in range(len(spans))]
-    for cid in ids:
-        if (out / CLIPS / cid).exists():
-            raise Skip(f"{out / CLIPS / cid} exists but is not in the manifest (left by an interrupted run?); "
-                       f"remove it to prepare this video again")
-    rows, partials = [], [out / CLIPS / f".partial-{cid}" for cid in ids]
-    try:
-        for cid, partial, (t0, t1) in zip(ids, partials, spans, strict=True):
-            if partial.exists():  # our own leftover from an interrupted run
-                shutil.rmtree(partial)
-            (partial / "frames").mkdir(parents=True)
-            s0, s1 = int(round(t0 * args.sample_rate)), min(audio.size, int(round(t1 * args.sample_rate)))
-            sf.write(partial / "audio.wav", audio[s0:s1], args.sample_rate, subtype="PCM_16")
-            k0 = int(round(t0 * args.fps))
-            ks = [k for k in range(k0, n_frames) if k / args.fps < t1 - 1e-9]
-            names = [f"{k - k0:06d}.{args.image_format}" for k in ks]
-            for k, name in zip(ks, names, strict=True):
-                frames[k].convert("RGB").save(partial / "frames" / name)
-            rel = Path(CLIPS) / cid
-            rows.append({
-                "id": cid, "audio": (rel / "audio.wav").as_posix(),
-                "frames": [(rel / "frames" / name).as_posix() for name in names],
-                "frame_indices": [k - k0 for k in ks], "fps": args.fps, "sample_rate": args.sample_rate,
-                "num_samples": s1 - s0, "duration": (s1 - s0) / args.sample_rate, "split": args.split,
-                "label": label, "label_name": label_name, "source": str(source), "start": t0,
-            })
-        for cid, partial in zip(ids, partials, strict=True):
-            os.rename(partial, out / CLIPS / cid)
-    except BaseException:  # also on Ctrl-C: leave no half-written clip behind
-        for partial in partials:
-            shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return rows
+    return write_clip_folders(audio, frames, out, ids, spans, args.fps, args.sample_rate, args.image_format,
+                              {"split": args.split, "label": label, "label_name": label_name, "source": str(source)})
 
 
 def find_videos(root: Path) -> list[Path]:
