@@ -49,6 +49,7 @@ __all__ = [
     "dsol_iou_auc",
     "dsol_threshold",
     "class_aware_ciou",
+    "class_aware_ciou_relative",
     "nsa",
     "class_aware_scores",
     "label_relevance",
@@ -896,3 +897,35 @@ def count_chance(y: Tensor, max_count: int = 5, min_count: int = 1) -> dict[str,
     guesses = torch.arange(min_count, max_count + 1)
     mae = (guesses[None, :] - y[:, None]).abs().double().mean()
     return {"accuracy": 1.0 / guesses.numel(), "mae": float(mae)}
+
+
+def class_aware_ciou_relative(maps: Tensor, gt_masks: Tensor, sounding: Tensor, fraction: float = 0.2) -> Tensor:
+    """DSOL class-aware IoU per item as the authors' released evaluation computes it: each sounding class's map is
+    binarised strictly above ``fraction`` times **its own** maximum (not at one threshold for all maps, as
+    :func:`class_aware_ciou`), then scored by the cIoU formula (the IoU for binary boxes) and averaged over the
+    sounding classes (Eq. 9, left).
+
+    Args:
+        maps: ``(B, K, h, w)`` class-aware maps (resized bilinearly to ``(H, W)``).
+        gt_masks: ``(B, K, H, W)`` binary masks of each class's boxes.
+        sounding: ``(B, K)`` bool, ``delta_k``.
+        fraction: the relative cut (0.2 per the project's reference; a map whose maximum is <= 0 predicts nothing).
+
+    Returns:
+        ``(B,)`` float32 CIoU per item.
+    """
+    maps, sounding = _class_aware_inputs(maps, sounding)
+    g = _tensor(gt_masks, "gt_masks").to(torch.float32) > 0
+    if g.shape[:2] != maps.shape[:2] or g.ndim != 4:
+        raise ValueError(f"gt_masks must have shape (B, K, H, W) with (B, K) = {tuple(maps.shape[:2])}")
+    n_sounding = sounding.sum(1)
+    if (n_sounding == 0).any():
+        raise ValueError(f"items {torch.nonzero(n_sounding == 0).flatten().tolist()} have no sounding class")
+    if ((g.flatten(2).sum(-1) == 0) & sounding).any():
+        raise ValueError("a sounding class has an empty ground-truth mask: its IoU is undefined")
+    pred = _resize_like(maps, tuple(g.shape[-2:]))
+    peak = pred.flatten(2).amax(-1)[..., None, None]  # (B, K, 1, 1)
+    on = (pred > fraction * peak) & (peak > 0)
+    inter = (on & g).flatten(2).sum(-1).float()
+    union = (on | g).flatten(2).sum(-1).float().clamp_min(1.0)
+    return ((inter / union) * sounding).sum(1) / n_sounding  # Eq. 9, per-map cuts

@@ -139,7 +139,7 @@ def test_train_resume_and_eval(tmp_path, capsys, clips, l3_run):
         (["train", "dmc", "--out", "x", "--scale", "full"], "dmc at scale 'full' trains on real data: pass --data"),
         (["train", "cavl", "--out", "x", "--batch-size", "-1"], "--batch-size: expected a positive integer, got '-1'"),
         (["synth", "x", "--method", "cavl", "--scale", "full"], "method 'cavl' at scale 'full' has no SynthOrchestra"),
-        (["synth", "x", "--method", "dsol"], "--method: invalid choice: 'dsol'"),
+        (["synth", "x", "--method", "nope"], "--method: invalid choice: 'nope'"),
         (["eval", "cavl", "--ckpt", "/no/such/run"], "--ckpt /no/such/run: no such checkpoint file"),
         (["eval", "cavl", "--ckpt", ".", "--scale", "full"], "unrecognized arguments: --scale full"),
     ],

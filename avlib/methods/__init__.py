@@ -12,7 +12,7 @@ registry (:mod:`~avlib.methods.base`) lists them::
     run = train(cfg, seed=0)          # run.model, run.history, run.scores
 """
 
-from avlib.methods import ave, avol, cavl, counting, dmc, l3, separation  # noqa: F401 - importing registers each method
+from avlib.methods import ave, avol, cavl, counting, dmc, dsol, l3, separation  # noqa: F401 - importing registers each method
 from avlib.methods.base import METHODS, Method, MethodConfig, StagePlan, get_method, register
 from avlib.methods.run import Run, evaluate_checkpoint, load, train
 

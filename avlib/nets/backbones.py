@@ -1,8 +1,9 @@
-"""Convolutional backbones shared by the papers' networks: VGG16's convolutional part and VGGish.
+"""Convolutional backbones shared by the papers' networks: VGG16's convolutional part, VGGish and ResNet-18-S5.
 
 Both are plain stacks of 3x3 convolutions (padding 1, ReLU) and 2x2 max-pools, written as a list ``cfg`` of
 channel counts and ``"M"`` (pool), as in torchvision. The full-scale lists are the published ones; the quick-scale
-configs pass narrower / shorter lists to the same classes.
+configs pass narrower / shorter lists to the same classes. :class:`ResNet18S5` is torchvision's ResNet-18 (its
+``BasicBlock``) with the last stage's stride removed and no pooling or classifier (DSOL); the quick scale narrows it.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock, conv1x1
 from torchvision.models.vgg import cfgs as _torchvision_cfgs
 from torchvision.models.vgg import make_layers as _torchvision_make_layers
 
-__all__ = ["VGG16_CFG", "VGGISH_CFG", "VGG16Features", "VGGish", "make_vgg_layers"]
+__all__ = ["RESNET18_WIDTHS", "VGG16_CFG", "VGGISH_CFG", "ResNet18S5", "VGG16Features", "VGGish", "make_vgg_layers"]
 
 VGG16_CFG: list[int | str] = list(_torchvision_cfgs["D"])  # torchvision's VGG16 ("D"): 13 convs, 5 pools
 VGGISH_CFG: list[int | str] = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M"]  # VGGish (Hershey et al. 2017)
+RESNET18_WIDTHS: tuple[int, int, int, int] = (64, 128, 256, 512)  # torchvision's resnet18 stage widths
 
 
 def _check_cfg(cfg: Sequence[int | str], name: str) -> None:
@@ -122,3 +125,50 @@ class VGGish(nn.Module):
         if spec.dim() != 4 or spec.shape[1] != 1:
             raise ValueError(f"VGGish: spec must be (B, 1, T, F); got {tuple(spec.shape)}")
         return self.features(spec)
+
+
+class ResNet18S5(nn.Module):
+    """ResNet-18-S5 (DSOL, appendix 8.1): torchvision's ``resnet18`` with the first convolution of the last stage at
+    stride 1 (stage strides 1, 2, 2, 1), without the global pooling and the classifier.
+
+    Input ``(B, C_in, H, W)``; output ``(B, widths[-1], H/16, W/16)`` (rounded up at each stride): ``(B, 512, 14, 14)``
+    on 224x224 images and ``(B, 512, 13, 4)`` on DSOL's 1x201x64 log-mel. With the default widths the parameter names
+    and shapes are torchvision's (``conv1``, ``bn1``, ``layer1`` ... ``layer4``), so its ImageNet weights load as
+    they are (``strict=False`` for the dropped ``fc``); the initialisation is torchvision's (Kaiming normal, fan-out).
+
+    Args:
+        in_channels: 3 for images, 1 for a spectrogram (DSOL's audio net).
+        widths: channels of the four stages (the quick scale narrows them).
+        blocks: BasicBlocks per stage (2, 2, 2, 2 in ResNet-18).
+    """
+
+    def __init__(self, in_channels: int = 3, widths: Sequence[int] = RESNET18_WIDTHS,
+                 blocks: Sequence[int] = (2, 2, 2, 2)) -> None:
+        super().__init__()
+        if len(widths) != 4 or len(blocks) != 4 or min(*widths, *blocks) < 1:
+            raise ValueError(f"ResNet18S5: widths and blocks need four positive entries; got {widths}, {blocks}")
+        self.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        channels = widths[0]
+        for i, (width, n, stride) in enumerate(zip(widths, blocks, (1, 2, 2, 1), strict=True), start=1):
+            down = (nn.Sequential(conv1x1(channels, width, stride), nn.BatchNorm2d(width))
+                    if stride != 1 or channels != width else None)
+            layer = [BasicBlock(channels, width, stride, down)] + [BasicBlock(width, width) for _ in range(n - 1)]
+            setattr(self, f"layer{i}", nn.Sequential(*layer))
+            channels = width
+        self.out_channels = channels
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C_in, H, W)`` -> ``(B, C, H/16, W/16)``."""
+        if x.dim() != 4 or x.shape[1] != self.conv1.in_channels:
+            raise ValueError(f"ResNet18S5: input must be (B, {self.conv1.in_channels}, H, W); got {tuple(x.shape)}")
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
