@@ -3,6 +3,7 @@
     avlib synth OUT [--method l3] [--scale quick] [--clips N] [--test-clips M] [--seed S]
     avlib train METHOD --out RUN [--scale S] [--data DIR] [--resume | --overwrite] [--steps N] ...
     avlib eval METHOD --ckpt RUN [--data DIR]
+    avlib layout {levels,dsol,solo} SRC OUT [--test-share F] [--mosaics N] [--seed S]
 
 Methods (``avlib.methods``): ``l3``, ``ave``, ``avol`` (evaluated by AVC accuracy on held-out pairs) and ``dmc``,
 ``cavl`` (evaluated by sound localization: cIoU@0.5 and AUC of the related and unrelated centers' maps against the
@@ -10,7 +11,10 @@ test clips' sounding-object boxes, beside the centred-box and whole-image baseli
 held-out loss and a note that localization needs boxes). ``avlib synth --method M`` writes M's own world.
 ``avlib train`` runs unchanged under ``torchrun --nproc_per_node=K`` (one process per GPU; see ``avlib.engine``):
 ``--batch-size`` is the global batch at any K. ``avlib eval`` rebuilds the model from the checkpoint's own config
-and scores it on the data it was trained on unless ``--data`` says otherwise.
+and scores it on the data it was trained on unless ``--data`` says otherwise. ``avlib layout`` turns a dataset script's
+clip directory into the directories a method reads (:mod:`avlib.data.layouts`): ``levels`` (CAVL's curriculum and the
+counting net: ``OUT/c1`` ... from ``audioset.py --subset curriculum``), ``dsol`` (``OUT/solo``, ``OUT/mosaic``,
+``OUT/duet`` from ``music.py --scheme dsol``), ``solo`` (the separation net's solo clips of ``music.py --scheme cavl``).
 Results are printed as one JSON object on stdout. Bad arguments (and a run directory that holds another run or is in
 use, or a checkpoint of another method, scale or config than asked) print one line on stderr and exit with status 2;
 failures while running print their message (no traceback unless ``AVLIB_DEBUG=1``) and exit with status 1; SIGINT /
@@ -113,6 +117,17 @@ def _parser() -> _Parser:
     e.add_argument("--data", type=Path, help="clip directory (default: the data the checkpoint was trained on)")
     e.add_argument("--device", help="default: best available")
     e.add_argument("--seed", type=int, default=None, help="default: the training seed")
+
+    lay = sub.add_parser("layout", help="lay a dataset script's clip directory out as a method reads it")
+    lay.add_argument("kind", choices=("levels", "dsol", "solo"),
+                     help="levels: OUT/c<l> (cavl, counting); dsol: OUT/solo, OUT/mosaic, OUT/duet; solo: solo clips "
+                          "(separation)")
+    lay.add_argument("src", type=Path, help="a dataset script's clip directory")
+    lay.add_argument("out", type=Path, help="directory to create (media files are hard-linked)")
+    lay.add_argument("--test-share", type=float, default=0.1,
+                     help="levels: share of each level's clips held out as test (default 0.1)")
+    lay.add_argument("--mosaics", type=_positive_int, help="dsol: 2x2 mosaics per split (default: half the clips)")
+    lay.add_argument("--seed", type=int, default=0, help="dsol: seed of the mosaics")
     return p
 
 
@@ -207,13 +222,31 @@ def _eval(args: argparse.Namespace) -> dict[str, Any]:
     return {"checkpoint": str(args.ckpt), **evaluate_loaded(args.ckpt, cfg, model, state, args.data, args.seed)}
 
 
+def _layout(args: argparse.Namespace) -> dict[str, Any]:
+    from avlib.data import layouts
+
+    if not (args.src / "manifest.jsonl").is_file():
+        raise UsageError(f"{args.src}: not a clip directory (no manifest.jsonl)")
+    if args.out.exists() and any(args.out.iterdir()):
+        raise UsageError(f"{args.out} exists and is not empty; choose a new directory")
+    if args.kind == "levels":
+        if not 0 <= args.test_share < 1:
+            raise UsageError(f"--test-share must be in [0, 1); got {args.test_share}")
+        clips = layouts.curriculum_levels(args.src, args.out, args.test_share)
+    elif args.kind == "dsol":
+        clips = layouts.dsol_layout(args.src, args.out, mosaics=args.mosaics, seed=args.seed)
+    else:
+        clips = {"solo": layouts.solo_clips(args.src, args.out)}
+    return {"layout": args.kind, "out": str(args.out), "clips": clips}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``avlib`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     from avlib.engine import CheckpointError, RunDirError, TrainingInterrupted
 
     try:
         args = _parser().parse_args(argv)
-        result = {"synth": _synth, "train": _train, "eval": _eval}[args.command](args)
+        result = {"synth": _synth, "train": _train, "eval": _eval, "layout": _layout}[args.command](args)
     except UsageError as err:
         print(err if str(err).startswith("avlib") else f"avlib: error: {err}", file=sys.stderr)
         return 2

@@ -66,7 +66,7 @@ from avlib.eval.class_aware import (
     key_accuracy,
     match_keys,
 )
-from avlib.eval.localization import upsample_maps
+from avlib.eval.localization import NO_BOXES, upsample_maps
 from avlib.methods.base import Method, MethodConfig, StagePlan, register
 from avlib.nets.backbones import RESNET18_WIDTHS
 from avlib.nets.dsol import DSOLNet
@@ -369,11 +369,20 @@ class DSOLClips(ClipPairs):
         return {**super().__getitem__(i), "index": torch.tensor(i), "label": torch.tensor(-1 if label is None
                                                                                           else int(label))}
 
-    def tensors(self, n_categories: int) -> dict[str, Tensor]:
+    def boxed(self) -> bool:
+        """Whether every clip has boxes, categories and sounding flags (real MUSIC clips have none)."""
+        return all(r.get(k) is not None for r in self.clips.rows for k in ("boxes", "categories", "sounding"))
+
+    def tensors(self, n_categories: int, targets: bool = True) -> dict[str, Tensor]:
         """Every item with its per-category targets (:func:`avlib.eval.class_aware.class_aware_targets`, from the
-        manifest's ``boxes``, ``categories`` and ``sounding``), stacked, masks in the eval transform's geometry."""
+        manifest's ``boxes``, ``categories`` and ``sounding``), stacked, masks in the eval transform's geometry;
+        ``targets=False``: the items alone."""
         rows: dict[str, list[Tensor]] = {k: [] for k in ("image", "audio", "index", "label", "masks", "sounding")}
         for i in range(len(self)):
+            if not targets:
+                for k, v in self[i].items():
+                    rows[k].append(v)
+                continue
             item = self.clips[i]
             if "boxes" not in item or "categories" not in item or "sounding" not in item:
                 raise ValueError(f"clip {self.clips.clip_name(i)} has no boxes, categories and sounding flags: "
@@ -384,7 +393,7 @@ class DSOLClips(ClipPairs):
             rows["sounding"].append(d)
             for k, v in self[i].items():
                 rows[k].append(v)
-        return {k: torch.stack(v) for k, v in rows.items()}
+        return {k: torch.stack(v) for k, v in rows.items() if v}
 
 
 class DSOL(Method):
@@ -500,21 +509,21 @@ class DSOL(Method):
         protocols (:data:`avlib.eval.class_aware.PROTOCOLS`) beside the centred box, the whole image, a random map
         and DSOL's own audio-free class maps."""
         c = self.n_categories(cfg)
-        solo = _tensors(self.family_data(cfg, data, seed, "solo", held_out=True), c)
+        solo = _tensors(self.family_data(cfg, data, seed, "solo", held_out=True), c, need=False)
         out = self.maps(cfg, model, solo)
         keys = nearest_keys(out["objects"], model.dictionary.cpu())
         known = solo["label"] >= 0
         key_cat = match_keys(keys[known], solo["label"][known], cfg.n_keys, c)
-        box = solo["masks"].any(1)
-        size = tuple(box.shape[-2:])
-        single = {"dsol": metrics.dsol_iou_auc(upsample_maps(out["loc"], size), box),
+        box = solo["masks"].any(1) if "masks" in solo else None
+        size = None if box is None else tuple(box.shape[-2:])
+        single = NO_BOXES if box is None else {"dsol": metrics.dsol_iou_auc(upsample_maps(out["loc"], size), box),
                   "audio-free (mean sound)": metrics.dsol_iou_auc(upsample_maps(out["audio_free"], size), box),
                   "random map": metrics.dsol_iou_auc(metrics.random_map(box.shape[0], *size, seed=seed), box),
                   "centred box (half the image)": metrics.dsol_iou_auc(metrics.center_box_map(box.shape[0], *size),
                                                                        box),
                   "whole image": metrics.dsol_iou_auc(torch.ones(box.shape), box)}
         report: dict[str, Any] = {
-            "solo_clips": int(box.shape[0]), "single_source": single,
+            "solo_clips": int(solo["image"].shape[0]), "single_source": single,
             "nmi_kmeans": metrics.kmeans_nmi(out["objects"][known], solo["label"][known], cfg.n_keys, seed=seed),
             "nmi_keys": metrics.normalized_mutual_info(solo["label"][known], keys[known]),
             "key_to_category": key_cat.tolist(), "key_accuracy": key_accuracy(keys[known], solo["label"][known],
@@ -523,7 +532,10 @@ class DSOL(Method):
         for family in ("mosaic", "duet"):
             if data is not None and not (data / family / MANIFEST).is_file():
                 continue
-            multi = _tensors(self.family_data(cfg, data, seed, family, held_out=True), c)
+            multi = _tensors(self.family_data(cfg, data, seed, family, held_out=True), c, need=False)
+            if "masks" not in multi:
+                report[family] = NO_BOXES
+                continue
             keep = multi["sounding"].any(1) & ~multi["sounding"].all(1)
             multi = {k: v[keep] for k, v in multi.items()}
             maps = self.maps(cfg, model, multi)
@@ -544,9 +556,10 @@ def _items(source: dict[str, Tensor] | Dataset) -> Dataset:
     return source
 
 
-def _tensors(source: dict[str, Tensor] | DSOLClips, n_categories: int) -> dict[str, Tensor]:
-    """Held-out tensors (``masks`` and ``sounding`` included) of a world or of a clip directory's test split."""
-    return source if isinstance(source, dict) else source.tensors(n_categories)
+def _tensors(source: dict[str, Tensor] | DSOLClips, n_categories: int, need: bool = True) -> dict[str, Tensor]:
+    """Held-out tensors (``masks`` and ``sounding`` included) of a world or of a clip directory's test split;
+    ``need=False``: without them where the clips have no boxes."""
+    return source if isinstance(source, dict) else source.tensors(n_categories, need or source.boxed())
 
 
 register(DSOL())
