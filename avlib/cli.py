@@ -139,6 +139,8 @@ def _config(method: str, scale: str | None, data: Path | None, settings: Sequenc
     if data is not None and not (data / "manifest.jsonl").is_file() and not any(data.glob("*/manifest.jsonl")):
         raise UsageError(f"--data {data}: not a clip directory (no manifest.jsonl, nor sub-directories with one); "
                          "write one with 'avlib synth'")
+    if data is not None:
+        _check_layout(method, data)
     changes = {k: v for k, v in changes.items() if v is not None}
     for item in settings:
         key, _, text = item.partition("=")
@@ -153,6 +155,29 @@ def _config(method: str, scale: str | None, data: Path | None, settings: Sequenc
     if data is None and cfg.data is None:
         raise UsageError(f"{method} at scale {cfg.scale!r} trains on real data: pass --data DIR")
     return cfg
+
+
+LAYOUT_OF = {"dsol": "dsol", "cavl": "levels", "counting": "levels", "separation": "solo"}
+
+
+def _check_layout(method: str, data: Path) -> None:
+    """Refuse, naming the ``avlib layout`` command that makes it, a clip directory laid out otherwise than ``method``
+    reads it: DSOL without ``DATA/solo``, or no ``train`` clip where the method reads ``DATA`` itself (CAVL reads
+    ``DATA/c<l>`` where those exist)."""
+    hint = f"lay a dataset script's directory out with 'avlib layout {LAYOUT_OF.get(method, 'solo')} SRC {data}'"
+    if method == "dsol":
+        if not (data / "solo" / "manifest.jsonl").is_file():
+            raise UsageError(f"--data {data}: dsol reads {data / 'solo'} (and its stage-two clips beside it); {hint}")
+        return
+    if not (data / "manifest.jsonl").is_file() or (method == "cavl" and any(data.glob("c*/manifest.jsonl"))):
+        return
+    try:
+        splits = {json.loads(line).get("split") for line in (data / "manifest.jsonl").open() if line.strip()}
+    except (ValueError, AttributeError):  # a malformed manifest: the clip reader reports every bad row
+        return
+    if "train" not in splits:
+        raise UsageError(f"--data {data}: no clip of split 'train' (splits: {', '.join(sorted(map(str, splits)))}); "
+                         f"{hint}")
 
 
 def _synth(args: argparse.Namespace) -> dict[str, Any]:

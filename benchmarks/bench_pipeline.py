@@ -193,18 +193,17 @@ def _music_cavl(root: Path, mirror: Path, common: list[str], size: int, long_sec
 
 
 def _music_dsol(root: Path, mirror: Path, common: list[str], size: int, seed: int) -> Path:
-    """MUSIC with DSOL's split (1 s clips of 3 s videos): seven solo videos per instrument (five test, one for stage
-    one, one for the mosaics) and three duets (two test)."""
+    """MUSIC with DSOL's split (1 s clips): seven solo videos per instrument (five of 1 s for the test, one of 3 s for
+    stage one, one of 3 s for the mosaics) and three duets of 3 s (two test)."""
     from avlib.data.layouts import dsol_layout
 
     solo = _scenes("solo", 2, 3.0, size, 16000, seed + 11, by_category=len(INSTRUMENTS))
+    short = _scenes("solo", 1, 1.0, size, 16000, seed + 12, by_category=len(INSTRUMENTS))
     listed = {}
     for c, name in enumerate(INSTRUMENTS):
         listed[name] = [_ytid(f"d{c}", k) for k in range(7)]
         for k, vid in enumerate(listed[name]):
-            path = mirror / f"{vid}.mp4"
-            if not path.exists():
-                _mp4(solo[c][0 if k < 5 else k - 5], path)  # the five test videos are one video, listed again
+            _mp4(short[c][0] if k < 5 else solo[c][k - 5], mirror / f"{vid}.mp4")  # five test videos: one, again
     duets = [_ytid("du", k) for k in range(3)]
     for vid, scene in zip(duets, _scenes("duet", 3, 3.0, size, 16000, seed + 13), strict=True):
         _mp4(scene, mirror / f"{vid}.mp4")
@@ -232,11 +231,30 @@ def bench_config(method: str, batch_size: int):
     return get_method(method).stages(cfg)[0].cfg
 
 
+class Repeated:
+    """A map-style dataset seen ``length`` items long (item ``i`` is ``data[i % len(data)]``, decoded again each time),
+    so that one epoch spans the measured steps as on a real dataset (thousands of steps per epoch; the engine starts
+    one DataLoader per epoch, and its workers with it)."""
+
+    def __init__(self, data: Any, length: int) -> None:
+        self.data, self.length = data, max(int(length), len(data))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> Any:
+        return self.data[i % len(self.data)]
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.data, "set_epoch"):
+            self.data.set_epoch(epoch)
+
+
 def pipeline_rate(method: str, data: Path, batch_size: int, steps: int, workers: int, device: str | None = None
                   ) -> dict[str, Any]:
     """Samples/s of the engine's loop on ``data`` (``workers`` DataLoader processes, pinned memory on a GPU): the
     median time between the starts of consecutive steps (data wait, transfer, step and optimiser), the first two
-    steps (workers starting, warm-up) left out."""
+    steps (workers starting, warm-up) left out, all within one epoch (:class:`Repeated`)."""
     from avlib.engine import TrainConfig, fit
     from avlib.methods import get_method
 
@@ -254,7 +272,7 @@ def pipeline_rate(method: str, data: Path, batch_size: int, steps: int, workers:
 
     tc = TrainConfig(steps=steps + 2, batch_size=batch_size, precision="auto", device=device, progress=False,
                      log_every=10**9, num_workers=workers, channels_last=cfg.channels_last, live_plot=False)
-    fit(model, timed, train, m.make_optimizer(cfg, model), tc)
+    fit(model, timed, Repeated(train, (steps + 2) * batch_size), m.make_optimizer(cfg, model), tc)
     gaps = sorted(b - a for a, b in zip(starts[2:], starts[3:], strict=False))
     if not gaps:  # two steps measured at least: steps >= 2
         raise ValueError("pipeline_rate: steps must be at least 2")

@@ -9,7 +9,7 @@
 """
 
 from avlib.engine.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
-from avlib.engine.distributed import BatchPlan, plan_batches
+from avlib.engine.distributed import BatchPlan, node_leader_first, plan_batches
 from avlib.engine.loop import (
     NonFiniteLossError,
     StepFn,
@@ -42,6 +42,7 @@ __all__ = [
     "fit",
     "latest_checkpoint",
     "load_checkpoint",
+    "node_leader_first",
     "plan_batches",
     "resolve_precision",
     "run_stages",

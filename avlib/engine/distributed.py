@@ -14,14 +14,16 @@ from __future__ import annotations
 import atexit
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from avlib.runtime import select_device
 
-__all__ = ["BatchPlan", "init_distributed", "plan_batches"]
+__all__ = ["BatchPlan", "init_distributed", "node_leader_first", "plan_batches"]
 
 LR_RULE = "lr unchanged: the global batch is the config's at any world size (no linear scaling)"
 
@@ -87,3 +89,22 @@ def init_distributed(device_name: str | None) -> tuple[int, int, torch.device, b
     else:
         device = select_device(device_name)
     return dist.get_rank(), dist.get_world_size(), device, created
+
+
+T = TypeVar("T")
+
+
+def node_leader_first(fn: Callable[[], T], device_name: str | None = None) -> T:
+    """``fn()`` once per node first: under ``torchrun`` each node's local rank 0 calls it while that node's other
+    processes wait at a barrier, then they call it too (a cache the first call filled serves them: a scan or a
+    download of the same files is done once per node, not once per process). In one process, simply ``fn()``.
+    A leader that fails makes torchrun stop the whole group."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return fn()
+    init_distributed(device_name)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        result = fn()
+        dist.barrier()
+        return result
+    dist.barrier()
+    return fn()

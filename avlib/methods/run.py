@@ -27,6 +27,7 @@ from avlib.engine import (
     fit,
     latest_checkpoint,
     load_checkpoint,
+    node_leader_first,
     run_stages,
 )
 from avlib.engine.checkpoint import load_weights, seed_everything
@@ -171,10 +172,13 @@ def train(cfg: MethodConfig, *, seed: int = 0, data: str | Path | None = None, o
              for i, p in enumerate(plans, start=1)] if out is not None and resume else [None]
     resumed = found[0] is not None  # a resumed run has its own weights: the source is not read again
     source = None if init_from is None or resumed else _source_model(init_from, cfg)
-    if data is not None:  # every file decoded once before step 1; all bad files named in one error
-        for clip_dir in [data, *sorted(p.parent for p in data.glob(f"*/{MANIFEST}"))]:
-            if (clip_dir / MANIFEST).is_file():
-                preflight(clip_dir, progress=engine.get("progress", True))
+    if data is not None:  # every file decoded once before step 1 (once per node); all bad files named in one error
+        def scan() -> None:
+            for clip_dir in [data, *sorted(p.parent for p in data.glob(f"*/{MANIFEST}"))]:
+                if (clip_dir / MANIFEST).is_file():
+                    preflight(clip_dir, progress=engine.get("progress", True))
+
+        node_leader_first(scan, engine.get("device"))
 
     def stage(i: int, plan_cfg: MethodConfig, name: str) -> Stage:
         def make() -> StageParts:
