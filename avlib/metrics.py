@@ -181,10 +181,10 @@ def _resize_like(pred: Tensor, size: tuple[int, int]) -> Tensor:
 def binarize_maps(pred: Tensor, top_fraction: float = 0.5, threshold: float | None = None) -> Tensor:
     """Min-max normalise each map and binarise it.
 
-    With ``threshold=None`` the top ``top_fraction`` of pixels are kept as the public evaluators do: the cut is the
-    ``1 - top_fraction`` quantile of the map (linear interpolation, ``numpy.median`` for the default 0.5) and the
-    pixels strictly above it are on (exactly half of them for 0.5 when values are distinct; a binary map keeps its
-    ones). With a ``threshold``, pixels
+    With ``threshold=None`` about the top ``top_fraction`` of pixels are kept as the public evaluators do: the cut is
+    the value at index ``int(N * (1 - top_fraction))`` of the map's ``N`` sorted pixels (for 0.5: index ``N // 2``,
+    the upper median) and the pixels strictly above it are on (``N // 2 - 1`` of them for 0.5 when values are
+    distinct; a binary map keeps its ones). With a ``threshold``, pixels
     whose normalised value is ``>= threshold`` are on. A constant map carries no localization evidence and predicts
     nothing (an all-off mask), so a collapsed model cannot earn the whole-image score by accident.
 
@@ -207,7 +207,8 @@ def binarize_maps(pred: Tensor, top_fraction: float = 0.5, threshold: float | No
             raise ValueError(f"top_fraction must lie in (0, 1]; got {top_fraction}")
         if top_fraction == 1.0:
             return varies.expand_as(norm).reshape(pred.shape).clone()
-        cut = torch.quantile(norm, 1.0 - top_fraction, dim=1, keepdim=True)
+        index = min(int(norm.shape[1] * (1.0 - top_fraction)), norm.shape[1] - 1)
+        cut = norm.sort(1).values[:, index, None]
         return ((norm > cut) & varies).reshape(pred.shape)
     else:
         if not 0.0 <= threshold <= 1.0:

@@ -15,13 +15,9 @@ The protocol (REFERENCE.md §3), matched here step by step:
    counts 0.5 everywhere (:func:`avlib.metrics.consensus_map`);
 3. the prediction (resized bilinearly to 224 x 224 if it is not) is min-max normalised, the cut is the value at
    index ``224 * 224 // 2`` of its sorted pixels, and the pixels strictly above the cut are kept
-   (:func:`flickr_binarize`; a constant map keeps nothing);
+   (:func:`avlib.metrics.binarize_maps`; a constant map keeps nothing);
 4. cIoU = sum(P * G) / (sum(G) + sum(P * [G == 0])) (:func:`avlib.metrics.ciou_from_masks`), then cIoU@0.5 and the
    success-rate AUC over 0, 0.05, ..., 1 (:func:`avlib.metrics.summarize_ciou`).
-
-Step 3 is the one place where :func:`avlib.metrics.binarize_maps` differs: it cuts at the median (the mean of the
-two middle values for an even count) and so keeps one pixel more of a map with distinct values, and more where the
-middle values tie. :func:`flickr_ciou` uses the evaluators' cut.
 """
 
 from __future__ import annotations
@@ -36,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avlib.metrics import boxes_to_masks, ciou_from_masks, consensus_map, summarize_ciou
+from avlib.metrics import binarize_maps, boxes_to_masks, ciou_from_masks, consensus_map, summarize_ciou
 
-__all__ = ["EVAL_SIZE", "SOURCE_SIZE", "FlickrError", "flickr_binarize", "flickr_ciou", "flickr_gt_maps",
+__all__ = ["EVAL_SIZE", "SOURCE_SIZE", "FlickrError", "flickr_ciou", "flickr_gt_maps",
            "flickr_scores", "read_flickr_boxes", "read_flickr_test_list"]
 
 EVAL_SIZE = 224  # the evaluation grid
@@ -104,18 +100,6 @@ def flickr_gt_maps(boxes: Sequence[Sequence[Sequence[int]]], size: int = EVAL_SI
     return consensus_map(boxes_to_masks(padded, size, size))
 
 
-def flickr_binarize(pred: Tensor) -> Tensor:
-    """``(B, H, W)`` bool: each map min-max normalised and kept strictly above the value at index ``H * W // 2`` of
-    its sorted pixels (the public evaluators' cut); a constant map keeps nothing."""
-    pred = torch.as_tensor(pred, dtype=torch.float32)
-    if pred.ndim != 3:
-        raise ValueError(f"flickr_binarize: pred must be (B, H, W); got {tuple(pred.shape)}")
-    flat = pred.flatten(1)
-    # min-max normalising is increasing, so the kept pixels are the same whether the cut is taken before or after it
-    cut = flat.sort(1).values[:, flat.shape[1] // 2, None]
-    return (flat > cut).reshape(pred.shape)
-
-
 def flickr_ciou(pred: Tensor, boxes: Sequence[Sequence[Sequence[int]]]) -> Tensor:
     """``(B,)`` cIoU of localization maps ``(B, h, w)`` against each item's annotator boxes (256-pixel
     coordinates), by the public protocol (module docstring); maps not at 224 x 224 are resized bilinearly."""
@@ -125,7 +109,7 @@ def flickr_ciou(pred: Tensor, boxes: Sequence[Sequence[Sequence[int]]]) -> Tenso
                          f"{len(boxes)} items")
     if tuple(pred.shape[-2:]) != (EVAL_SIZE, EVAL_SIZE):
         pred = F.interpolate(pred[:, None], size=(EVAL_SIZE, EVAL_SIZE), mode="bilinear", align_corners=False)[:, 0]
-    return ciou_from_masks(flickr_binarize(pred), flickr_gt_maps(boxes))
+    return ciou_from_masks(binarize_maps(pred), flickr_gt_maps(boxes))
 
 
 def flickr_scores(pred: Tensor, boxes: Sequence[Sequence[Sequence[int]]]) -> dict[str, float]:
