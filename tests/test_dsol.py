@@ -238,3 +238,19 @@ def test_trains_and_evaluates_from_clip_directories(tmp_path):
     run = train(cfg, seed=0, data=tmp_path, progress=False)
     assert run.scores["solo_clips"] == 4 and run.scores["mosaic"]["scenes"] == 4 and "duet" not in run.scores
     assert run.scores["mosaic"]["dsol"]["paper"]["nsa"] >= 0
+
+
+def test_avlib_train_dsol_runs_its_stages_into_sub_directories(tmp_path, monkeypatch, capsys):
+    from avlib.cli import main
+    from avlib.methods import load
+
+    cfg = DSOL.config("quick")
+    tiny = cfg.replace(widths=(4, 8, 8, 16), embed_dim=8, n_keys=4, rounds=2, round_steps=1, cls_steps=1,
+                       match_steps=1, batch_size=4, image_size=32, resize=32, eval_size=8, kmeans_restarts=2,
+                       data={"n_categories": 4, "size": 8, "image_size": 32, "duration": 1.0})
+    monkeypatch.setitem(DSOL.presets, "quick", tiny)
+    assert main(["train", "dsol", "--out", str(tmp_path / "run"), "--no-eval"]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.is_dir()) == ["1_loc1", "2_cls2", "3_loc2",
+                                                                                   "4_match"]
+    loaded_cfg, model, state = load(tmp_path / "run", device="cpu")
+    assert loaded_cfg.phase == "match" and int(model.dictionary_round) == 3 and model.dictionary.abs().sum() > 0
