@@ -31,7 +31,8 @@ bench_pipeline = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_pipeline)
 
 ONE_STEP = ["--scale", "full", "--steps", "1", "--batch-size", "2", "--log-every", "1"]
-SHORT = {"l3": ["--set", "eval_size=8"], "ave": ["--set", "eval_size=8"], "avol": ["--set", "eval_size=8"],
+SHORT = {"l3": ["--set", "eval_size=8"], "ave": ["--set", "eval_size=8", "--workers", "1"],  # decoding on a worker
+         "avol": ["--set", "eval_size=8"],
          "dsol": ["--set", "rounds=2", "--set", "round_steps=1", "--set", "cls_steps=1", "--set", "match_steps=1"]}
 
 
