@@ -14,7 +14,7 @@ import torch
 from avlib.audio import CAVLLogFrequency, SeparationSTFT, inverse_log_frequency_matrix, log_frequency_matrix
 from avlib.eval.separation import binary_mask, bss_scores, ideal_estimates, mixture_pairs, ratio_mask
 from avlib.methods import get_method, train
-from avlib.methods.separation import FULL, pair_partners
+from avlib.methods.separation import FULL, guide_vectors, pair_partners
 from avlib.nets.cavl import CAVLNet
 
 
@@ -183,3 +183,20 @@ def test_init_refuses_what_is_not_the_cavl_net():
     other = CAVLNet(visual_cfg=(8, "M"), audio_cfg=(8, "M"), embed_dim=4)
     with pytest.raises(ValueError, match="does not fit separation"):
         m.init(cfg, model, other, None)
+
+
+def test_guide_vectors_are_computed_once_per_item():
+    m = get_method("separation")
+    cfg = m.config("quick", visual="mask")
+    torch.manual_seed(0)
+    model = m.model(cfg)
+    _, frontend = m.frontends(cfg)
+    batch = {**m.example_batch(cfg, 4), "index": torch.tensor([3, 1, 0, 2])}
+    cache = {}
+    got = guide_vectors(model, batch, frontend, cache)
+    assert torch.allclose(got, guide_vectors(model, batch, frontend), atol=1e-5) and sorted(cache) == [0, 1, 2, 3]
+    other = {**batch, "image": torch.zeros_like(batch["image"])}  # cached items are read back, not recomputed
+    assert torch.equal(guide_vectors(model, other, frontend, cache), got)
+    first, second = m.step(cfg).keywords["guide_cache"], m.step(cfg).keywords["guide_cache"]
+    assert first == {} and first is not second  # one cache per training run
+    assert m.step(cfg.replace(visual="constant", init_from=None)).keywords["guide_cache"] is None

@@ -51,7 +51,7 @@ from avlib.nets.cavl import CAVLNet
 from avlib.nets.unet import CAVLGuide, SeparationUNet, VisuallyGuidedSeparator
 from avlib.vision import CAVLImageTransform
 
-__all__ = ["Separation", "SeparationConfig", "pair_partners", "separation_step"]
+__all__ = ["Separation", "SeparationConfig", "guide_vectors", "pair_partners", "separation_step"]
 
 VISUALS = ("constant", "center", "mask")
 TARGETS = ("ratio", "binary")
@@ -96,7 +96,7 @@ COLAB = FULL.replace(scale="colab", encoder_channels=(16, 32, 64, 128, 256), vis
                      data={"family": "solo", "n_categories": 12, "size": 4000, "image_size": 128, "duration": 2.0})
 QUICK = FULL.replace(scale="quick", encoder_channels=(16, 32, 64, 128), visual_channels=64, seconds=1.0,
                      n_fft=510, hop_length=256, freq_bins=64, cavl=CAVL_QUICK, image_size=CAVL_QUICK.image_size,
-                     batch_size=32, steps=200, lr=1e-3, eval_size=64,
+                     batch_size=32, steps=300, lr=1e-3, eval_size=96,
                      data={"family": "solo", "n_categories": 8, "size": 512, "image_size": 64, "duration": 1.0})
 
 
@@ -122,19 +122,43 @@ def pair_partners(n: int, generator: torch.Generator | None = None, device: torc
     return partner
 
 
+def guide_vectors(model: VisuallyGuidedSeparator, batch: dict[str, Tensor], guide_frontend: nn.Module,
+                  cache: dict[int, Tensor] | None = None) -> Tensor:
+    """The frozen guide's vectors ``(B, visual_dim)`` for a batch's items (their own frame and own sound).
+
+    With a ``cache`` and the batch's ``index`` (each item's position in a dataset whose items never change, as a
+    world's scenes), every item's vector is computed once and then read from the cache: the guide is frozen and in
+    eval mode, so its vector for an item is the same at every step (up to float rounding of another batch size).
+    """
+    guide = model.guide
+    index = batch.get("index")
+    if cache is None or index is None:
+        return guide(batch["image"], first_example(guide_frontend, batch["audio"]))["visual"]
+    keys = [int(k) for k in index.tolist()]
+    missing = [i for i, k in enumerate(keys) if k not in cache]
+    if missing:
+        sel = torch.tensor(missing, device=batch["audio"].device)
+        found = guide(batch["image"][sel], first_example(guide_frontend, batch["audio"][sel]))["visual"]
+        cache.update({keys[i]: v for i, v in zip(missing, found, strict=True)})
+    return torch.stack([cache[k] for k in keys])
+
+
 def separation_step(model: VisuallyGuidedSeparator, batch: dict[str, Tensor], stft: SeparationSTFT,
                     guide_frontend: nn.Module | None = None, target: str = "ratio",
-                    generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                    generator: torch.Generator | None = None, guide_cache: dict[int, Tensor] | None = None
+                    ) -> dict[str, Tensor]:
     """One mix-and-separate step's loss: every item's audio is added to its partner's (:func:`pair_partners`) and
     the net, given the item's own frame (and, for the guide, its own sound), predicts its mask.
 
     Args:
         model: the separator.
         batch: waveforms ``audio (B, N)`` at ``stft.input_sample_rate`` and, for a guided model, ``image
-            (B, 3, H, W)``; the spectrograms are computed here, on the batch's device, in float32.
+            (B, 3, H, W)`` (and optionally ``index (B,)``, see :func:`guide_vectors`); the spectrograms are
+            computed here, on the batch's device, in float32.
         stft: the separation frontend.
         guide_frontend: the CAVL net's audio frontend (guided models only).
         target: ``ratio`` (Eq. 8: L1 to the ratio mask clipped to [0, 1]) or ``binary`` (BCE to the binary mask).
+        guide_cache: the guide's vectors by item ``index``, filled as items are first seen (guided models only).
 
     Returns:
         the scalar ``loss`` and the mean predicted mask ``mask_mean`` (detached).
@@ -150,8 +174,8 @@ def separation_step(model: VisuallyGuidedSeparator, batch: dict[str, Tensor], st
         own_mag = stft.to_log_frequency(stft.stft(own).abs())  # (B, F, T) on the log-frequency grid
         mix_mag = stft.to_log_frequency(mix_spec.abs())
         spec = stft.log_input(mix_spec.abs())
-    guide_spec = None if guide_frontend is None else first_example(guide_frontend, audio)
-    logits = model(spec, batch.get("image"), guide_spec)["logits"][:, 0].float()
+    visual = None if model.guide is None else guide_vectors(model, batch, guide_frontend, guide_cache)
+    logits = model(spec, visual=visual)["logits"][:, 0].float()
     if target == "ratio":
         loss = F.l1_loss(torch.sigmoid(logits), ratio_mask(own_mag, mix_mag, stft.eps))  # Eq. 8 (mean, not sum)
     else:
@@ -212,9 +236,12 @@ class Separation(Method):
         return model
 
     def step(self, cfg: SeparationConfig) -> Callable[..., dict[str, Tensor]]:
-        """:func:`separation_step` with the config's frontends and target: ``step(model, batch, generator=None)``."""
+        """:func:`separation_step` with the config's frontends and target: ``step(model, batch, generator=None)``;
+        a guided step keeps its own cache of the guide's vectors (one per training run: each call makes a new one)."""
         stft, guide_frontend = self.frontends(cfg)
-        return functools.partial(separation_step, stft=stft, guide_frontend=guide_frontend, target=cfg.mask_target)
+        cache = None if guide_frontend is None else {}
+        return functools.partial(separation_step, stft=stft, guide_frontend=guide_frontend, target=cfg.mask_target,
+                                 guide_cache=cache)
 
     def image_transform(self, cfg: SeparationConfig) -> CAVLImageTransform:
         return CAVLImageTransform(cfg.cavl.image_size)
@@ -229,12 +256,13 @@ class Separation(Method):
                               seed=seed)
 
     def train_data(self, cfg: SeparationConfig, data: Path | None, seed: int) -> Dataset:
-        """Solo items ``image``, ``audio``: the world's scenes, or the clip directory's ``train`` clips; they are
-        mixed in pairs by the step."""
+        """Solo items ``image``, ``audio``: the world's scenes (with their ``index``, so that the step computes the
+        guide's vector of each once), or the clip directory's ``train`` clips; they are mixed in pairs by the
+        step."""
         if data is None:
             scenes = scene_tensors(self.world(cfg, seed), self.samples(cfg), cfg.cavl.image_size,
                                    self.image_transform(cfg))
-            return StackDataset(image=scenes["image"], audio=scenes["audio"])
+            return StackDataset(image=scenes["image"], audio=scenes["audio"], index=torch.arange(len(scenes["audio"])))
         clips = ClipDataset(data, "train", sample_rate=self.input_rate(cfg), frames="middle")
         return ClipPairs(clips, self.samples(cfg), self.image_transform(cfg))
 

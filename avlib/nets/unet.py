@@ -250,8 +250,8 @@ class VisuallyGuidedSeparator(nn.Module):
                              f"visual_dim = {unet.visual_dim}")
         self.unet, self.guide = unet, guide
 
-    def forward(self, spec: Tensor, image: Tensor | None = None, guide_spec: Tensor | None = None
-                ) -> dict[str, Tensor]:
+    def forward(self, spec: Tensor, image: Tensor | None = None, guide_spec: Tensor | None = None,
+                visual: Tensor | None = None) -> dict[str, Tensor]:
         """Mask logits for the object in ``image``.
 
         Args:
@@ -259,12 +259,18 @@ class VisuallyGuidedSeparator(nn.Module):
             image: ``(B, 3, H, W)`` the frame of the source asked for (needed with a guide).
             guide_spec: ``(B, 1, F', T')`` that source's own sound through the guide's CAVL frontend (needed with
                 a guide).
+            visual: ``(B, visual_dim)`` the guide's vectors computed earlier for these sources (the guide is frozen,
+                so they do not change during training); given, the guide is not run and ``image`` and
+                ``guide_spec`` are not needed.
 
         Returns:
-            ``logits`` ``(B, 1, F, T)`` (the mask is their sigmoid), ``visual`` ``(B, visual_dim)`` and, with a guide,
-            ``guide_index`` ``(B,)`` and ``guide_mask`` ``(B, h, w)`` (the Eq. 7 center and its assignment map).
+            ``logits`` ``(B, 1, F, T)`` (the mask is their sigmoid), ``visual`` ``(B, visual_dim)`` and, with a guide
+            that ran, ``guide_index`` ``(B,)`` and ``guide_mask`` ``(B, h, w)`` (the Eq. 7 center and its assignment
+            map).
         """
-        if self.guide is None:
+        if visual is not None:
+            extra = {}
+        elif self.guide is None:
             visual, extra = spec.new_ones(spec.shape[0], self.unet.visual_dim), {}
         elif image is None or guide_spec is None:
             raise ValueError("VisuallyGuidedSeparator: a guided separator needs image and guide_spec")
