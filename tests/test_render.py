@@ -52,6 +52,8 @@ BUILD_TIMEOUT_S = 2700
 # image it is drawn over hidden) reaches this: a map shown with a fixed zmin/zmax over a narrow band of values paints
 # one flat tint, well below it (REFERENCE.md §4).
 HEATMAP_MIN_CONTRAST = 24.0
+# Pages whose chapter lets the reader listen (the players must be there, and load, on the static page).
+PAGES_WITH_AUDIO = {"book/05_separation"}
 
 # The whole build runs inside the first test that needs it.
 pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S + 600)
@@ -480,11 +482,13 @@ def test_page_renders_offline_in_chromium(docname: str, browser: Browser, server
             problems.append(f"raw TeX ({label}) left in the text: ...{snippet}...")
             break
 
-    # Audio: every player has loadable media.
+    # Audio: every player has loadable media; a page that plays its results has players at all.
     for a in audio:
         ok = a["readyState"] >= 1 and a["error"] is None and a["bytes"] > 44 and (a["duration"] or 0) > 0
         if not ok:
             problems.append(f"audio {a['index'] + 1} not loadable: {a}")
+    if docname in PAGES_WITH_AUDIO and not audio:
+        problems.append("no audio player on the page (its chapter plays the mixture and the separated sounds)")
 
     print(
         f"\n{docname}: {len(figures)} figures, heatmap contrast "
