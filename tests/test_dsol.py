@@ -69,6 +69,21 @@ def test_full_scale_shapes_visual_512x14x14_audio_512():
     assert float(net.loc_weight.detach()) == 5.0 and net.dictionary.shape == (11, 512)
 
 
+def test_the_small_stem_and_strides_shrink_the_visual_receptive_field_only():
+    net = DSOLNet(n_keys=4, widths=(4, 8, 8, 16), blocks=(1, 1, 1, 1), visual_stem="small",
+                  visual_strides=(2, 2, 2, 1)).eval()
+    assert net.visual.conv1.kernel_size == (3, 3) and net.visual.conv1.stride == (1, 1)
+    assert isinstance(net.visual.maxpool, torch.nn.Identity) and net.audio.conv1.kernel_size == (7, 7)
+    image = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    out = net.visual(image)
+    assert out.shape == (1, 16, 8, 8)
+    out[0, :, 0, 0].sum().backward()  # the top-left cell sees only the image's top-left corner
+    seen = image.grad.abs().sum((0, 1)) > 0
+    assert seen[:8, :8].all() and not seen[40:].any() and not seen[:, 40:].any()  # 39 px of 64
+    with pytest.raises(ValueError, match="stem"):
+        ResNet18S5(3, stem="tiny")
+
+
 def _stage1(cfg, n):
     b = DSOL.example_batch(cfg, n)
     return StackDataset(**b)

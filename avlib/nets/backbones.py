@@ -140,19 +140,30 @@ class ResNet18S5(nn.Module):
         in_channels: 3 for images, 1 for a spectrogram (DSOL's audio net).
         widths: channels of the four stages (the quick scale narrows them).
         blocks: BasicBlocks per stage (2, 2, 2, 2 in ResNet-18).
+        stem: ``"resnet"`` (the 7x7 stride-2 convolution and the 3x3 stride-2 max-pool) or ``"small"`` (one 3x3
+            convolution at stride 1, no pool): a quick-scale option for maps of local cells (small receptive field).
+        strides: the four stages' strides ((1, 2, 2, 1) in ResNet-18-S5; the quick scale may change them).
     """
 
     def __init__(self, in_channels: int = 3, widths: Sequence[int] = RESNET18_WIDTHS,
-                 blocks: Sequence[int] = (2, 2, 2, 2)) -> None:
+                 blocks: Sequence[int] = (2, 2, 2, 2), stem: str = "resnet",
+                 strides: Sequence[int] = (1, 2, 2, 1)) -> None:
         super().__init__()
         if len(widths) != 4 or len(blocks) != 4 or min(*widths, *blocks) < 1:
             raise ValueError(f"ResNet18S5: widths and blocks need four positive entries; got {widths}, {blocks}")
-        self.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
+        if stem not in ("resnet", "small") or len(strides) != 4 or min(strides) < 1:
+            raise ValueError(f"ResNet18S5: stem is 'resnet' or 'small' and strides four positive ints; got {stem!r}, "
+                             f"{strides}")
+        if stem == "resnet":
+            self.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
+            self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         channels = widths[0]
-        for i, (width, n, stride) in enumerate(zip(widths, blocks, (1, 2, 2, 1), strict=True), start=1):
+        for i, (width, n, stride) in enumerate(zip(widths, blocks, tuple(strides), strict=True), start=1):
             down = (nn.Sequential(conv1x1(channels, width, stride), nn.BatchNorm2d(width))
                     if stride != 1 or channels != width else None)
             layer = [BasicBlock(channels, width, stride, down)] + [BasicBlock(width, width) for _ in range(n - 1)]

@@ -37,14 +37,17 @@ class DSOLNet(nn.Module):
         embed_dim: width of the localization heads (128).
         loc_init: initial value of the scalar on the cosine map (5).
         class_map_affine: the authors' learned affine on the class maps (off: the paper's Eq. 4).
+        visual_stem, visual_strides: the visual trunk's stem and stage strides (:class:`ResNet18S5`; the defaults
+            are ResNet-18-S5's, a quick scale may shrink the receptive field); the audio trunk keeps the defaults.
     """
 
     def __init__(self, n_keys: int = 11, widths: Sequence[int] = RESNET18_WIDTHS, blocks: Sequence[int] = (2, 2, 2, 2),
-                 embed_dim: int = 128, loc_init: float = 5.0, class_map_affine: bool = False) -> None:
+                 embed_dim: int = 128, loc_init: float = 5.0, class_map_affine: bool = False,
+                 visual_stem: str = "resnet", visual_strides: Sequence[int] = (1, 2, 2, 1)) -> None:
         super().__init__()
         if n_keys < 2:
             raise ValueError(f"DSOLNet: n_keys (K) must be >= 2; got {n_keys}")
-        self.visual = ResNet18S5(3, widths, blocks)
+        self.visual = ResNet18S5(3, widths, blocks, visual_stem, visual_strides)
         self.audio = ResNet18S5(1, widths, blocks)
         c = self.visual.out_channels
         self.visual_head = nn.Sequential(nn.Conv2d(c, embed_dim, 1), nn.ReLU(inplace=True),
