@@ -20,7 +20,7 @@ from avlib.engine import StepModule, autocast, resolve_precision, to_device, tra
 from avlib.methods.base import MethodConfig, get_method
 from avlib.runtime import select_device
 
-__all__ = ["T4_PEAK", "T4_SUSTAINED", "expected_time", "step_cost"]
+__all__ = ["T4_PEAK", "T4_SUSTAINED", "expected_time", "step_cost", "step_profile"]
 
 T4_PEAK = 65e12  # fp16 tensor-core FLOP/s of a Tesla T4 (NVIDIA's data sheet)
 T4_SUSTAINED = 0.3  # the fraction of it small convolutional nets sustain: an assumption, not a measurement
@@ -52,6 +52,45 @@ def step_cost(cfg: MethodConfig, timed_steps: int = 2) -> tuple[float, float]:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
     return min(times) * accum, float(counter.get_total_flops() * accum)
+
+
+def step_profile(cfg: MethodConfig, batch_size: int, device: str | torch.device = "cpu",
+                 precision: str = "auto") -> dict[str, float]:
+    """What one optimisation step of ``cfg``'s model costs at ``batch_size`` items, counted rather than timed: one
+    step (forward, backward, optimiser) on a random batch of that size.
+
+    Returns ``flops`` (``torch.utils.flop_counter``: matrix products and convolutions, forward and backward; FFTs and
+    element-wise work are not counted), ``saved_bytes`` (the tensors autograd keeps for the backward pass, each
+    storage once, the parameters themselves excluded: the activation memory at this batch and precision) and
+    ``parameters``. A step that builds state before its first call (``prepare``: DSOL's dictionary, from the stage-1
+    set of the method's last ``train_data``) builds it before the count. Only the random state of a fork is used, so
+    the caller's stays as it was.
+    """
+    method, device = get_method(cfg.method), torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = method.model(cfg).to(device)
+        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        precision = resolve_precision(precision, device)
+        step_fn = method.step(cfg)
+        if callable(getattr(step_fn, "prepare", None)):
+            step_fn.prepare(model)
+        step = StepModule(model, step_fn)
+        optimizer = method.make_optimizer(cfg, model)
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        batch = to_device(method.example_batch(cfg, batch_size), device, cfg.channels_last)
+        amp = lambda: autocast(device, precision)  # noqa: E731 - the engine takes a context factory
+        saved: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in params:
+                saved[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        with FlopCounterMode(display=False) as counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            train_step(step, [batch], optimizer, scaler, amp)
+    return {"flops": float(counter.get_total_flops()), "saved_bytes": float(sum(saved.values())),
+            "parameters": float(sum(p.numel() for p in model.parameters()))}
 
 
 def expected_time(cfg: MethodConfig, timed_steps: int = 2) -> dict[str, float | str]:
