@@ -26,29 +26,31 @@ Steps per round, classification steps and stage-2 steps are not in the paper: ou
 Quick / colab: the same classes, narrower (quarter / half widths; one block per stage at the quick scale) on 64 / 160
 pixel frames of SynthOrchestra's ``solo`` (stage 1) and ``mosaic`` (stage 2) families; the in-memory worlds are
 centre-cropped (resize = crop). The quick visual trunk has a small receptive field (``visual_stem="small"``: one 3x3
-convolution at stride 1, no pool; stage strides 2, 2, 2, 1: 8x8 maps whose cells see 39 px of 64), as DMC's and
-CAVL's quick trunks do; the world has 11 categories and K = 11, as MUSIC and the paper (with K = 8 the flattened
-softmax at a silenced location, 1/8, stays above the paper's cut of 10% of the maximum, and the sounding filter can
-only add false positives); ``test_temperature=3`` (the authors' code's). Measured at the quick scale (seed 0, one
-thread on a loaded machine: stage 1 189 s, stage 2 40 s; held-out 2x2 mosaics with a sounding and a silent category,
-128 scenes), CIoU@0.3 / AUC / NSA, paper protocol: DSOL 0.094 / 0.135 / 0.81, its audio-free class maps 0.031 / 0.116
-/ 0.78, centred box 0 / 0.137 / 0.48, whole image 0 / 0.118 / 0, random map 0 / 0.118 / 0.02; stage 2 trained
-without the product 0 / 0.070 / 0.76. The released code's protocol does not favour DSOL at this scale: 0.016 / 0.124
-/ 0.99 against the audio-free maps' 0.055 / 0.126 / 0.87 (without the product 0.008 / 0.077 / 0.87). At test time
-T = 1 gives 0.039 / 0.53 (paper CIoU@0.3 / NSA) against 0.023 / 0.72 audio-free. The stage-1 sounding map is still
-weak (single-source IoU@0.5 0.19 against the centred box's 0.40; the final dictionary's held-out NMI 0.30); the
-numbers rest on a handful of the 128 scenes.
+convolution at stride 1, no pool; stage strides 2, 2, 2, 1: 8x8 maps whose cells see 39 px of 64), as DMC's and CAVL's
+quick trunks do; the world has 11 categories and K = 11, as MUSIC and the paper (with K = 8 the flattened softmax at a
+silenced location, 1/8, stays above the paper's cut of 10% of the maximum, and the sounding filter can only add false
+positives); ``test_temperature=3`` (the authors' code's). Measured at the quick scale (seed 0, one thread on a loaded
+machine: stage 1 189 s, stage 2 40 s; held-out 2x2 mosaics with a sounding and a silent category, 128 scenes), CIoU@0.3
+/ AUC / NSA, paper protocol: DSOL 0.094 / 0.135 / 0.81, its audio-free class maps 0.031 / 0.116 / 0.78, centred box 0 /
+0.137 / 0.48, whole image 0 / 0.118 / 0, random map 0 / 0.118 / 0.02; stage 2 trained without the product 0 / 0.070 /
+0.76, without L_1 0.016 / 0.107 / 0.79, without L_c 0.148 / 0.199 / 0.68 (better CIoU than the full L_2 here: Table 7's
+ordering is not reproduced), these three from the same stage-1 network; without the classification rounds (trained
+whole, 106 s) 0 / 0.051 / 0.90 and held-out NMI 0.19 against 0.30. The released code's protocol does not favour DSOL at
+this scale: 0.016 / 0.124 / 0.99 against the audio-free maps' 0.055 / 0.126 / 0.87 (without the product 0.008 / 0.077 /
+0.87). At test time T = 1 gives 0.039 / 0.53 (paper CIoU@0.3 / NSA) against 0.023 / 0.72 audio-free. The stage-1
+sounding map is still weak (single-source IoU@0.5 0.19 against the centred box's 0.40; the final dictionary's held-out
+NMI 0.30); the numbers rest on a handful of the 128 scenes.
 
-Where the paper and the authors' code differ, the paper is the default and the code an option: ``kl="paper"`` is
-Eq. 7's KL(p_v || p_a), ``kl="code"`` the code's ``kl_div(log p_v, p_a)`` = KL(p_a || p_v); ``negatives="global"``
-is Eq. 1's GMP on a mismatched pair, ``"quadrants"`` the code's stage-2 rule (every 2x2 quadrant's max must be 0);
+Where the paper and the authors' code differ, the paper is the default and the code an option: ``kl="paper"`` is Eq. 7's
+KL(p_v || p_a), ``kl="code"`` the code's ``kl_div(log p_v, p_a)`` = KL(p_a || p_v); ``negatives="global"`` is Eq. 1's
+GMP on a mismatched pair, ``"quadrants"`` the code's stage-2 rule (every 2x2 quadrant's max must be 0);
 ``mask_dilation=0`` (the code dilates the mask by 1); ``class_map_affine=False`` (the code's learned scale and bias on
-the class maps); ``test_temperature=1`` (the code multiplies the maps by 3 before the test-time softmax). Ours: a
-mismatched pair is image i with the batch's sound i-1 (the code feeds each image twice, once with a negative sound);
-stage 2 keeps the audio trunk and classifier frozen (in eval mode), so ``p_a`` is exactly the stage-1 network's (the
-code keeps a second, frozen copy of the stage-1 network for ``p_a`` and lets L_1 train the shared audio trunk); a
-classification round resumed from a checkpoint re-derives its pseudo-labels from the stored dictionary with the
-resumed network.
+the class maps); ``test_temperature=1`` at full scale (the code multiplies the maps by 3 before the test-time softmax).
+Ours: a mismatched pair is image i with the batch's sound i-1 (the code feeds each image twice, once with a negative
+sound); stage 2 keeps the audio trunk and classifier frozen (in eval mode), so ``p_a`` is exactly the stage-1 network's
+(the code keeps a second, frozen copy of the stage-1 network for ``p_a`` and lets L_1 train the shared audio trunk); a
+classification round resumed from a checkpoint re-derives its pseudo-labels from the stored dictionary with the resumed
+network.
 """
 
 from __future__ import annotations
