@@ -10,8 +10,8 @@ peak is measured in the same run with large square matrix products in fp32 and b
 
     python benchmarks/harness.py l3 --scale full --batch-size 2 --steps 3 --out results.json
 
-CPU peak memory is the process's resident set (the kernel's high-water mark, reset before the steps) and its
-growth during the steps; on CUDA it is ``torch.cuda.max_memory_allocated``.
+CPU peak memory is the process's resident set (sampled every millisecond) and its growth during the steps; on CUDA it
+is ``torch.cuda.max_memory_allocated``.
 """
 
 from __future__ import annotations
@@ -59,17 +59,12 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, repeats: int =
 
 
 class _PeakRSS:
-    """This process's peak resident set size while the block runs; ``peak`` and ``start`` in bytes (Linux /proc).
+    """Samples this process's resident set size in a thread; ``peak`` and ``start`` in bytes (Linux /proc)."""
 
-    The kernel keeps the peak itself (``VmHWM`` in ``/proc/self/status``), and writing ``5`` to
-    ``/proc/self/clear_refs`` resets it to the current size, so nothing samples during the steps (a sampling thread
-    slows a CPU step measurably). Where the reset is refused, a thread samples ``statm`` every ``interval`` s.
-    """
-
-    def __init__(self, interval: float = 0.01) -> None:
+    def __init__(self, interval: float = 0.001) -> None:
         self.interval, self.peak, self.start = interval, 0, 0
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
     @staticmethod
     def rss() -> int:
@@ -79,24 +74,6 @@ class _PeakRSS:
         except OSError:
             return 0
 
-    @staticmethod
-    def high_water_mark() -> int | None:
-        try:
-            with open("/proc/self/status") as f:
-                line = next(x for x in f if x.startswith("VmHWM:"))
-            return int(line.split()[1]) * 1024
-        except (OSError, StopIteration):
-            return None
-
-    @staticmethod
-    def reset_high_water_mark() -> bool:
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            return True
-        except OSError:
-            return False
-
     def _run(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, self.rss())
@@ -104,17 +81,12 @@ class _PeakRSS:
 
     def __enter__(self) -> _PeakRSS:
         self.start = self.peak = self.rss()
-        if not (self.reset_high_water_mark() and self.high_water_mark() is not None):
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._thread is None:
-            self.peak = max(self.peak, self.high_water_mark() or 0)
-        else:
-            self._stop.set()
-            self._thread.join()
+        self._stop.set()
+        self._thread.join()
         self.peak = max(self.peak, self.rss())
 
 

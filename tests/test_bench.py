@@ -53,7 +53,6 @@ def test_peak_rss_sees_a_short_lived_allocation():
         x = torch.ones(16 * 2**20)  # 64 MiB, written so the pages are resident
         del x
     assert rss.peak - rss.start >= 48 * 2**20
-    assert rss._thread is None, "on Linux the kernel's high-water mark is read: no thread samples during the steps"
 
 
 def test_registered_method_cli_writes_json(tmp_path):
