@@ -436,6 +436,28 @@ def _class_aware_inputs(maps: Tensor, sounding: Tensor) -> tuple[Tensor, Tensor]
     return maps, sounding
 
 
+def _class_aware_targets(maps: Tensor, gt_masks: Tensor, sounding: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Checked inputs of a class-aware IoU: the maps resized to the masks ``(B, K, H, W)``, the masks as bool, and
+    ``sounding (B, K)``; every item needs a sounding class, each with a non-empty mask."""
+    maps, sounding = _class_aware_inputs(maps, sounding)
+    g = _tensor(gt_masks, "gt_masks").to(torch.float32) > 0
+    if g.shape[:2] != maps.shape[:2] or g.ndim != 4:
+        raise ValueError(f"gt_masks must have shape (B, K, H, W) with (B, K) = {tuple(maps.shape[:2])}")
+    n_sounding = sounding.sum(1)
+    if (n_sounding == 0).any():
+        raise ValueError(f"items {torch.nonzero(n_sounding == 0).flatten().tolist()} have no sounding class")
+    if ((g.flatten(2).sum(-1) == 0) & sounding).any():
+        raise ValueError("a sounding class has an empty ground-truth mask: its IoU is undefined")
+    return _resize_like(maps, tuple(g.shape[-2:])), g, sounding
+
+
+def _mean_sounding_iou(on: Tensor, g: Tensor, sounding: Tensor) -> Tensor:
+    """Eq. 9, left: sum_k delta_k IoU(on_k, G_k) / sum_k delta_k per item, from ``(B, K, H, W)`` bool masks."""
+    inter = (on & g).flatten(2).sum(-1).float()
+    union = (on | g).flatten(2).sum(-1).float().clamp_min(1.0)
+    return ((inter / union) * sounding).sum(1) / sounding.sum(1)
+
+
 def class_aware_ciou(maps: Tensor, gt_masks: Tensor, sounding: Tensor, tau: float) -> Tensor:
     """DSOL class-aware IoU per item (Eq. 9, left): the mean over sounding classes of IoU({s^k >= tau}, G_k).
 
@@ -448,21 +470,8 @@ def class_aware_ciou(maps: Tensor, gt_masks: Tensor, sounding: Tensor, tau: floa
     Returns:
         ``(B,)`` float32 CIoU per item. Every item needs at least one sounding class, each with a non-empty mask.
     """
-    maps, sounding = _class_aware_inputs(maps, sounding)
-    g = _tensor(gt_masks, "gt_masks").to(torch.float32) > 0
-    if g.shape[:2] != maps.shape[:2] or g.ndim != 4:
-        raise ValueError(f"gt_masks must have shape (B, K, H, W) with (B, K) = {tuple(maps.shape[:2])}")
-    n_sounding = sounding.sum(1)
-    if (n_sounding == 0).any():
-        raise ValueError(f"items {torch.nonzero(n_sounding == 0).flatten().tolist()} have no sounding class")
-    area = g.flatten(2).sum(-1)  # (B, K)
-    if ((area == 0) & sounding).any():
-        raise ValueError("a sounding class has an empty ground-truth mask: its IoU is undefined")
-    pred = _resize_like(maps, tuple(g.shape[-2:])) >= tau
-    inter = (pred & g).flatten(2).sum(-1).float()
-    union = (pred | g).flatten(2).sum(-1).float().clamp_min(1.0)
-    iou = inter / union  # (B, K)
-    return (iou * sounding).sum(1) / n_sounding  # Eq. 9: sum_k delta_k IoU_k / sum_k delta_k
+    pred, g, sounding = _class_aware_targets(maps, gt_masks, sounding)
+    return _mean_sounding_iou(pred >= tau, g, sounding)
 
 
 def nsa(maps: Tensor, sounding: Tensor, tau: float) -> Tensor:
@@ -915,18 +924,6 @@ def class_aware_ciou_relative(maps: Tensor, gt_masks: Tensor, sounding: Tensor, 
     Returns:
         ``(B,)`` float32 CIoU per item.
     """
-    maps, sounding = _class_aware_inputs(maps, sounding)
-    g = _tensor(gt_masks, "gt_masks").to(torch.float32) > 0
-    if g.shape[:2] != maps.shape[:2] or g.ndim != 4:
-        raise ValueError(f"gt_masks must have shape (B, K, H, W) with (B, K) = {tuple(maps.shape[:2])}")
-    n_sounding = sounding.sum(1)
-    if (n_sounding == 0).any():
-        raise ValueError(f"items {torch.nonzero(n_sounding == 0).flatten().tolist()} have no sounding class")
-    if ((g.flatten(2).sum(-1) == 0) & sounding).any():
-        raise ValueError("a sounding class has an empty ground-truth mask: its IoU is undefined")
-    pred = _resize_like(maps, tuple(g.shape[-2:]))
+    pred, g, sounding = _class_aware_targets(maps, gt_masks, sounding)
     peak = pred.flatten(2).amax(-1)[..., None, None]  # (B, K, 1, 1)
-    on = (pred > fraction * peak) & (peak > 0)
-    inter = (on & g).flatten(2).sum(-1).float()
-    union = (on | g).flatten(2).sum(-1).float().clamp_min(1.0)
-    return ((inter / union) * sounding).sum(1) / n_sounding  # Eq. 9, per-map cuts
+    return _mean_sounding_iou((pred > fraction * peak) & (peak > 0), g, sounding)  # per-map cuts
