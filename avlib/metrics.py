@@ -832,9 +832,13 @@ def bss_eval_sources(
 
 
 def _solve(a: Tensor, b: Tensor) -> Tensor:
-    """Solve ``a x = b`` for vectors ``b`` (``(..., M)``); singular systems fall back to the least-norm solution."""
-    lu, pivots, info = torch.linalg.lu_factor_ex(a)  # one factorisation per Gram matrix, shared by all estimates
-    x = torch.linalg.lu_solve(lu, pivots, b[..., None])
+    """Solve ``a x = b`` for symmetric positive definite Gram matrices ``a`` and vectors ``b`` (``(..., M)``), batch
+    shapes broadcast; where ``a`` is singular (a silent source), the least-norm solution.
+
+    Cholesky rather than LU: the Gram matrices are positive (semi-)definite, and batched LU in torch's MKL build
+    returns invalid pivots once ``torch.set_num_threads`` has been called (seen with torch 2.9, 2 threads)."""
+    chol, info = torch.linalg.cholesky_ex(a)  # one factorisation per Gram matrix, shared by all estimates
+    x = torch.cholesky_solve(b[..., None], chol)
     if (info != 0).any():
         x = torch.where((info != 0)[..., None, None], torch.linalg.pinv(a) @ b[..., None], x)
     return x[..., 0]

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import subprocess
+import sys
+import tempfile
 
 import mir_eval
 import numpy as np
@@ -479,3 +482,20 @@ def test_singular_projection_falls_back_to_the_least_norm_solution():
     b = torch.tensor([[2.0, 2.0], [2.0, 4.0]], dtype=torch.float64)
     expected = [np.linalg.lstsq(a[i].numpy(), b[i].numpy(), rcond=None)[0] for i in range(2)]
     np.testing.assert_allclose(M._solve(a, b).numpy(), expected, rtol=1e-12)
+
+
+def test_bss_eval_after_set_num_threads_matches_mir_eval():
+    """Batched LU in torch's MKL build gives invalid pivots once torch.set_num_threads was called (a benchmark's
+    ``--threads``); the projections must not depend on it. Run in a fresh process, as a benchmark would."""
+    ref, est = _separation_case(4, 2, 4000, seed=5)  # 512-tap filters: Gram matrices of 1024 x 1024
+    code = ("import sys, numpy as np, torch; torch.set_num_threads(max(2, torch.get_num_threads())); "
+            "from avlib import metrics as M; d = np.load(sys.argv[1]); "
+            "o = M.bss_eval_sources(torch.from_numpy(d['est']), torch.from_numpy(d['ref'])); "
+            "np.save(sys.argv[2], torch.stack([o['sdr'], o['sir'], o['sar']]).numpy())")
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(f"{tmp}/case.npz", est=est, ref=ref)
+        subprocess.run([sys.executable, "-c", code, f"{tmp}/case.npz", f"{tmp}/out.npy"], check=True)
+        ours = np.load(f"{tmp}/out.npy")
+    for b in range(len(ref)):
+        sdr, sir, sar, _ = mir_eval.separation.bss_eval_sources(ref[b], est[b])
+        np.testing.assert_allclose(ours[:, b], np.stack([sdr, sir, sar]), rtol=1e-7, atol=1e-7)
