@@ -63,7 +63,7 @@ class _PeakRSS:
 
     def __init__(self, interval: float = 0.001) -> None:
         self.interval, self.peak, self.start = interval, 0, 0
-        self._stop = threading.Event()
+        self._stop, self._started = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     @staticmethod
@@ -77,11 +77,13 @@ class _PeakRSS:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, self.rss())
+            self._started.set()
             time.sleep(self.interval)
 
     def __enter__(self) -> _PeakRSS:
         self.start = self.peak = self.rss()
         self._thread.start()
+        self._started.wait()  # the first sample is taken before the measured code runs (a busy machine delays it)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,7 @@ def test_matmul_peak_counts_two_n_cubed(monkeypatch):
 def test_peak_rss_sees_a_short_lived_allocation():
     with harness._PeakRSS() as rss:
         x = torch.ones(16 * 2**20)  # 64 MiB, written so the pages are resident
+        time.sleep(0.02)  # alive for 20 ms, a short training step: 20 sampling intervals
         del x
     assert rss.peak - rss.start >= 48 * 2**20
 
