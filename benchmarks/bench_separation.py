@@ -38,11 +38,11 @@ VARIANTS = {"audio-only": {"visual": "constant"}, "Center": {"visual": "center"}
             "Mask, binary target": {"visual": "mask", "mask_target": "binary"}}
 # margins the chapter asserts (SDR, dB)
 IRM_OVER_MASK = 5.0  # the ideal ratio mask over the Mask separator
-GUIDED_OVER_AUDIO_ONLY = 0.05  # Center and Mask each over the audio-only separator (section 5.5)
-BINARY_OVER_AUDIO_ONLY = 0.5  # the Mask separator with the binary target over the audio-only one
+GUIDED_OVER_AUDIO_ONLY = 1.0  # Center and Mask each over the audio-only separator (section 5.5)
+BINARY_OVER_AUDIO_ONLY = 1.5  # the Mask separator with the binary target over the audio-only one
 AUDIO_ONLY_NEAR_MIXTURE = 1.0  # |audio-only - mixture|: without the picture, no better than doing nothing
 CLIPPED_OVER_UNCLIPPED = 0.5  # the ideal ratio mask clipped to [0, 1] over the unclipped one (section 5.8)
-SAME_CATEGORY_DROP = 0.3  # the Mask separator on different-category mixtures over same-category ones (section 5.7)
+SAME_CATEGORY_DROP = 1.0  # the Mask separator on different-category mixtures over same-category ones (section 5.7)
 
 
 def same_category_pairs(labels: torch.Tensor) -> torch.Tensor:

@@ -96,7 +96,7 @@ COLAB = FULL.replace(scale="colab", encoder_channels=(16, 32, 64, 128, 256), vis
                      data={"family": "solo", "n_categories": 12, "size": 4000, "image_size": 128, "duration": 2.0})
 QUICK = FULL.replace(scale="quick", encoder_channels=(16, 32, 64, 128), visual_channels=64, seconds=1.0,
                      n_fft=510, hop_length=256, freq_bins=64, cavl=CAVL_QUICK, image_size=CAVL_QUICK.image_size,
-                     batch_size=32, steps=300, lr=1e-3, eval_size=96,
+                     batch_size=32, steps=600, lr=3e-3, eval_size=96,
                      data={"family": "solo", "n_categories": 8, "size": 512, "image_size": 64, "duration": 1.0})
 
 
